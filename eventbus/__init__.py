@@ -20,17 +20,32 @@ from .errors import (
     Unavailable,
     UnknownEvent,
 )
+from .server import (
+    CallResults,
+    Connection,
+    Delivery,
+    Disconnect,
+    EventBus,
+    HandshakeRequest,
+    ServerConfig,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CallResults",
     "CallTimeout",
     "CloseCode",
+    "Connection",
     "ConnectionClosed",
+    "Delivery",
+    "Disconnect",
     "ErrorCode",
+    "EventBus",
     "EventBusError",
     "Forbidden",
     "HandshakeRejected",
+    "HandshakeRequest",
     "InternalError",
     "InvalidPayload",
     "LocalProtocolError",
@@ -39,6 +54,7 @@ __all__ = [
     "RemoteProtocolError",
     "RequestError",
     "ResumeFailed",
+    "ServerConfig",
     "TooManyPending",
     "TooManyRooms",
     "Unavailable",

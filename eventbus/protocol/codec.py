@@ -189,7 +189,7 @@ class MsgpackCodec(Codec):
                 "data: map keys must be strings", code=ErrorCode.INVALID_PACKET
             ) from None
         except (ValueError, msgpack.UnpackException) as exc:
-            _malformed(f"invalid msgpack: {exc or type(exc).__name__}")
+            _malformed(f"invalid msgpack: {str(exc) or type(exc).__name__}")
         return self._parser.parse(wire)
 
 

@@ -264,7 +264,9 @@ class ErrorReply:
     message: str = ""
 
     def to_wire(self) -> list[Any]:
-        return [_ERROR, self.ack_id, self.code, self.message]
+        # str(): the code may be an ErrorCode member, and the data rules accept only
+        # exact str (as with PacketType above, encoders need not know about enums).
+        return [_ERROR, self.ack_id, str(self.code), self.message]
 
 
 @attrs.frozen(slots=True)
@@ -464,8 +466,9 @@ def _parse_welcome(wire: list[Any], rules: _Rules) -> Welcome:
     values: dict[str, int] = {}
     for field in attrs.fields(WelcomeOptions):
         value = options.get(field.name)
-        if type(value) is not int or value < 0:
-            raise _invalid(f"welcome option {field.name!r} must be a non-negative integer")
+        # Bounded like integers in data, so that a decoded welcome can be re-encoded.
+        if type(value) is not int or not 0 <= value <= INT_MAX:
+            raise _invalid(f"welcome option {field.name!r} must be an integer from 0 to 2**64-1")
         values[field.name] = value
     # Keys a newer server adds are ignored on purpose: that is how v1 grows.
     return Welcome(_token(wire[1], "sid"), _token(wire[2], "resume token"),

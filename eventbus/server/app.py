@@ -1,0 +1,604 @@
+"""The application object: handlers, hooks, rooms, delivery, and serving.
+
+Structure: :meth:`EventBus.serve` owns one nursery for the connections and one
+for the listeners, plus the heartbeat task. Each connection runs in its own task
+(see :mod:`.connection`). Delivery to a room encodes the message once per codec
+and hands the same frame to every member's non-blocking send path.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import ssl
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from functools import partial
+from typing import Any, TypeVar
+
+import attrs
+import trio
+from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
+
+from ..codes import CloseCode
+from ..errors import (
+    CallTimeout,
+    ConnectionClosed,
+    Forbidden,
+    HandshakeRejected,
+    InternalError,
+    LocalProtocolError,
+    RequestError,
+    ResumeFailed,
+    TooManyRooms,
+    Unavailable,
+    UnknownEvent,
+)
+from ..protocol import (
+    Emit,
+    ErrorReply,
+    Event,
+    Join,
+    JsonCodec,
+    Leave,
+    MsgpackCodec,
+    Packet,
+    Position,
+    Publish,
+    Resume,
+    Role,
+    RoomEvent,
+    WelcomeOptions,
+    check_name,
+    codec_for_subprotocol,
+    select_subprotocol,
+)
+from ..protocol.wsframe import server_frame
+from .config import ServerConfig
+from .connection import Connection, Disconnect
+from .handlers import Handler, make_handler
+from .http import HandshakeRequest, accept_upgrade, plain_answer, read_request, send_response
+from .outbox import Delivery
+from .rooms import RoomRegistry
+
+__all__ = ["CallResults", "EventBus"]
+
+logger = logging.getLogger("eventbus.server")
+
+F = TypeVar("F", bound=Callable[..., Any])
+# An unmasked ping with an empty payload: the same two bytes for everyone.
+_PING_FRAME = b"\x89\x00"
+
+AuthHook = Callable[[HandshakeRequest], Awaitable[Any]]
+RoomHook = Callable[[Connection, str], Any]
+PublishHook = Callable[[Connection, str, str], Any]
+
+
+@attrs.frozen
+class CallResults:
+    """What :meth:`EventBus.call` collected, by session id.
+
+    Attributes:
+        answers: The ack data of every client that answered.
+        errors: The error of every client that answered with one, or closed.
+        timed_out: The clients that did not answer in time.
+    """
+
+    answers: Mapping[str, Any]
+    errors: Mapping[str, Exception]
+    timed_out: Sequence[str]
+
+
+class EventBus:
+    """An event bus: register handlers and hooks, then :meth:`serve`.
+
+    Args:
+        config: A complete :class:`ServerConfig`; or give its fields as keyword
+            arguments instead (``EventBus(open_rooms=True, ping_interval=10)``).
+    """
+
+    def __init__(self, config: ServerConfig | None = None, **settings: Any) -> None:
+        if config is not None and settings:
+            raise TypeError("give either a ServerConfig or keyword settings, not both")
+        self.config = config if config is not None else ServerConfig(**settings)
+        self.welcome_options: WelcomeOptions = self.config.welcome_options()
+        self._json = JsonCodec(Role.SERVER, max_name=self.config.max_name)
+        self._msgpack = MsgpackCodec(Role.SERVER, max_name=self.config.max_name)
+        self._handlers: dict[str, Handler] = {}
+        self._catch_all: Handler | None = None
+        self._on_connect: Callable[[Connection], Awaitable[Any]] | None = None
+        self._on_disconnect: Callable[[Connection, Disconnect], Awaitable[Any]] | None = None
+        self._authenticate: AuthHook | None = None
+        self._authorize_join: RoomHook | None = None
+        self._authorize_publish: PublishHook | None = None
+        self._connections: dict[str, Connection] = {}
+        self._rooms: RoomRegistry[Connection] = RoomRegistry()
+        self._limiters: dict[tuple[str, str], trio.CapacityLimiter] = {}
+        self._running = 0
+        self._draining = False
+        self._stop: trio.Event | None = None
+        self._conn_nursery: trio.Nursery | None = None
+
+    # --- registration ---------------------------------------------------------------
+
+    def on(self, event: str, *, concurrency: int = 1) -> Callable[[F], F]:
+        """Register ``async def handler(sock, data)`` for an event.
+
+        The handler's return value answers the client's request when it asked for
+        one. Raise a :class:`~eventbus.RequestError` to answer with its code.
+
+        Args:
+            event: The event name.
+            concurrency: Runs of this handler one connection may have at once;
+                with the default 1, a connection's events are handled in order.
+        """
+        check_name(event, "event", self.config.max_name, reserved_ok=False)
+
+        def register(func: F) -> F:
+            self._handlers[event] = make_handler(func, concurrency)
+            return func
+
+        return register
+
+    def on_unknown(self, func: F) -> F:
+        """Register ``async def handler(sock, event, data)`` for events with no handler
+        (without one, they are answered with ``unknown_event``)."""
+        self._catch_all = make_handler(func)
+        return func
+
+    def on_connect(self, func: F) -> F:
+        """Register ``async def hook(sock)``, run when a connection opens (after its
+        welcome, before its first request is handled)."""
+        self._on_connect = func
+        return func
+
+    def on_disconnect(self, func: F) -> F:
+        """Register ``async def hook(sock, disconnect)``, run when a connection ends;
+        ``disconnect`` is a :class:`Disconnect` with the close code and reason."""
+        self._on_disconnect = func
+        return func
+
+    def authenticate(self, func: F) -> F:
+        """Register ``async def hook(request) -> state``, run on every handshake.
+
+        It sees a :class:`HandshakeRequest` and returns the connection's state
+        (``sock.state``), or raises :class:`~eventbus.HandshakeRejected` (for
+        example with status 401) to refuse the connection before the upgrade.
+        """
+        self._authenticate = func
+        return func
+
+    def authorize_join(self, func: F) -> F:
+        """Register ``hook(sock, room) -> bool`` (sync or async): may the client join?"""
+        self._authorize_join = func
+        return func
+
+    def authorize_publish(self, func: F) -> F:
+        """Register ``hook(sock, room, event) -> bool`` (sync or async): may the
+        client publish this event to the room?"""
+        self._authorize_publish = func
+        return func
+
+    # --- the app's view -----------------------------------------------------------------
+
+    @property
+    def connections(self) -> Mapping[str, Connection]:
+        """The open connections of this node, by session id."""
+        return self._connections
+
+    def members(self, room: str) -> list[Connection]:
+        """The connections of this node in a room, in the order they joined."""
+        found = self._rooms.get(room)
+        return list(found.members) if found is not None else []
+
+    def position(self, room: str) -> Position | None:
+        """A room's current position, or ``None`` if the room has no members."""
+        found = self._rooms.get(room)
+        return Position(found.epoch, found.seq) if found is not None else None
+
+    def statistics(self) -> dict[str, int]:
+        """Counters for monitoring."""
+        return {
+            "connections": len(self._connections),
+            "rooms": len(self._rooms),
+            "running_handlers": self._running,
+        }
+
+    # --- delivery -----------------------------------------------------------------------
+
+    def emit(
+        self, event: str, data: Any = None, *, to: str | Connection | None = None,
+        skip: Connection | None = None, delivery: Delivery | str = Delivery.RELIABLE,
+        key: str | None = None,
+    ) -> int:
+        """Send an event without waiting for anyone.
+
+        Args:
+            event: The event name.
+            data: The payload (binary data reaches msgpack clients only; JSON
+                members of a room get an ``unencodable`` error instead).
+            to: A room name, a connection, or a session id (a string that is the
+                sid of an open connection is taken as that connection, otherwise
+                as a room); ``None`` sends to every connection.
+            skip: A connection that must not receive it (broadcast-except-sender).
+            delivery: ``reliable`` (default), ``volatile`` or ``latest``; see
+                :class:`Delivery`.
+            key: For ``latest``: messages with the same key supersede each other.
+
+        Returns:
+            How many connections the event was handed to.
+
+        Raises:
+            LocalProtocolError: the data cannot be encoded.
+        """
+        check_name(event, "event", self.config.max_name, reserved_ok=True)
+        policy = Delivery(delivery)
+        if policy is Delivery.LATEST and key is None:
+            raise ValueError("latest delivery needs a key")
+        if isinstance(to, Connection) or (isinstance(to, str) and to in self._connections):
+            target = to if isinstance(to, Connection) else self._connections[to]
+            if target is skip:
+                return 0
+            target.emit(event, data, delivery=policy, key=key)
+            return 1
+        if to is None:
+            return self._fan_out(Event(event, data), self._connections.values(), skip,
+                                 policy, None, key)
+        check_name(to, "room", self.config.max_name, reserved_ok=True)
+        sent, _ = self._publish(to, event, data, skip, policy, key)
+        return sent
+
+    def _publish(
+        self, name: str, event: str, data: Any, skip: Connection | None, delivery: Delivery,
+        key: str | None,
+    ) -> tuple[int, Position | None]:
+        room = self._rooms.get(name)
+        if room is None:
+            return 0, None
+        seq = room.next_seq()
+        packet = RoomEvent(name, event, data, room.epoch, seq)
+        return (
+            self._fan_out(packet, room.members, skip, delivery, name, key),
+            Position(room.epoch, seq),
+        )
+
+    def _fan_out(
+        self, packet: Packet, targets: Iterable[Connection], skip: Connection | None,
+        delivery: Delivery, room: str | None, key: str | None,
+    ) -> int:
+        # msgpack first: it accepts every valid value, so a failure here is the
+        # caller's bad data and nothing has been sent yet.
+        binary_frame = server_frame(self._msgpack.encode(packet), binary=True)
+        text_frame: bytes | None = None
+        sent = 0
+        for conn in targets:
+            if conn is skip:
+                continue
+            if conn.binary:
+                conn.send_frame(binary_frame, delivery, room, key)
+            else:
+                if text_frame is None:
+                    text_frame = self._text_frame(packet)
+                conn.send_frame(text_frame, delivery, room, key)
+            sent += 1
+        return sent
+
+    def _text_frame(self, packet: Packet) -> bytes:
+        try:
+            return server_frame(self._json.encode(packet), binary=False)
+        except LocalProtocolError:
+            where = f" in room {packet.room!r}" if isinstance(packet, RoomEvent) else ""
+            name = packet.event if isinstance(packet, Event | RoomEvent) else "?"
+            note = ErrorReply(
+                None, "unencodable",
+                f"event {name!r}{where} carries binary data, which JSON cannot carry;"
+                " it was not delivered to this connection (use the msgpack codec)",
+            )
+            return server_frame(self._json.encode(note), binary=False)
+
+    async def call(
+        self, event: str, data: Any = None, *, to: str | Connection,
+        timeout: float | None = None,
+    ) -> CallResults:
+        """Ask every member of a room (or one connection) for an answer and collect
+        them; waits at most ``timeout`` (default: the bus's ``call_timeout``)."""
+        if isinstance(to, Connection):
+            targets = [to]
+        elif to in self._connections:
+            targets = [self._connections[to]]
+        else:
+            targets = self.members(to)
+        answers: dict[str, Any] = {}
+        errors: dict[str, Exception] = {}
+        timed_out: list[str] = []
+
+        async def ask(conn: Connection) -> None:
+            try:
+                answers[conn.sid] = await conn.call(event, data, timeout=timeout)
+            except CallTimeout:
+                timed_out.append(conn.sid)
+            except (RequestError, ConnectionClosed) as exc:
+                errors[conn.sid] = exc
+
+        async with trio.open_nursery() as nursery:
+            for conn in targets:
+                nursery.start_soon(ask, conn)
+        return CallResults(answers, errors, timed_out)
+
+    # --- room membership ------------------------------------------------------------
+
+    def _join(self, conn: Connection, room: str) -> Position:
+        found = self._rooms.join(room, conn)
+        conn.rooms.add(room)
+        return Position(found.epoch, found.seq)
+
+    def _leave(self, conn: Connection, room: str) -> None:
+        if room in conn.rooms:
+            conn.rooms.discard(room)
+            self._rooms.leave(room, conn)
+
+    # --- requests from clients ------------------------------------------------------
+
+    async def _dispatch(self, conn: Connection, packet: Packet) -> None:
+        """Handle one request; answers it, never raises (but Cancelled)."""
+        ack_id: int | None = getattr(packet, "ack_id", None)
+        if self._draining:
+            conn.answer_error(ack_id, Unavailable("the server is shutting down"))
+            return
+        self._running += 1
+        try:
+            if isinstance(packet, Emit):
+                await self._handle_emit(conn, packet)
+            elif isinstance(packet, Publish):
+                await self._allow(self._authorize_publish, conn, packet.room, packet.event)
+                _, position = self._publish(packet.room, packet.event, packet.data, conn,
+                                            Delivery.RELIABLE, None)
+                conn.answer(ack_id, None if position is None else position.to_wire())
+            elif isinstance(packet, Join):
+                if packet.room not in conn.rooms:
+                    if len(conn.rooms) >= self.config.max_rooms:
+                        raise TooManyRooms(f"a connection may join {self.config.max_rooms} rooms")
+                    await self._allow(self._authorize_join, conn, packet.room)
+                conn.answer(ack_id, self._join(conn, packet.room).to_wire())
+            elif isinstance(packet, Leave):
+                self._leave(conn, packet.room)
+                conn.answer(ack_id, None)
+            elif isinstance(packet, Resume):
+                raise ResumeFailed("this server keeps no sessions; join the rooms again")
+        except RequestError as exc:
+            conn.answer_error(ack_id, exc)
+        except Exception:
+            logger.exception("error handling %s from %s", type(packet).__name__, conn.sid)
+            conn.answer_error(ack_id, InternalError("internal error"))
+        finally:
+            self._running -= 1
+
+    async def _allow(self, hook: Callable[..., Any] | None, *args: Any) -> None:
+        if hook is None:
+            if self.config.open_rooms:
+                return
+            raise Forbidden("rooms are closed to clients on this server")
+        allowed = hook(*args)
+        if inspect.isawaitable(allowed):
+            allowed = await allowed
+        if not allowed:
+            raise Forbidden(f"not allowed for room {args[1]!r}")
+
+    async def _handle_emit(self, conn: Connection, packet: Emit) -> None:
+        handler = self._handlers.get(packet.event)
+        if handler is None and self._catch_all is None:
+            raise UnknownEvent(f"no handler for event {packet.event!r}")
+        if handler is None or handler.concurrency == 1:
+            await self._run_handler(conn, packet, handler)
+            return
+        limiter = self._limiters.get((conn.sid, packet.event))
+        if limiter is None:
+            limiter = self._limiters[(conn.sid, packet.event)] = trio.CapacityLimiter(
+                handler.concurrency)
+        # Waiting here (not in the spawned task) keeps start order and the bound.
+        await limiter.acquire_on_behalf_of(packet)
+        assert conn._nursery is not None
+        conn._nursery.start_soon(self._run_limited, conn, packet, handler, limiter)
+
+    async def _run_limited(
+        self, conn: Connection, packet: Emit, handler: Handler, limiter: trio.CapacityLimiter
+    ) -> None:
+        self._running += 1
+        try:
+            await self._run_handler(conn, packet, handler)
+        except RequestError as exc:
+            conn.answer_error(packet.ack_id, exc)
+        except Exception:
+            logger.exception("error in handler for %r from %s", packet.event, conn.sid)
+            conn.answer_error(packet.ack_id, InternalError("internal error"))
+        finally:
+            self._running -= 1
+            limiter.release_on_behalf_of(packet)
+
+    async def _run_handler(self, conn: Connection, packet: Emit, handler: Handler | None) -> None:
+        if handler is None:
+            assert self._catch_all is not None
+            result = await self._catch_all.func(conn, packet.event, packet.data)
+            conn.answer(packet.ack_id, Handler.unstructure(result))
+            return
+        data = handler.structure(packet.event, packet.data)
+        result = await handler.func(conn, data)
+        conn.answer(packet.ack_id, handler.unstructure(result))
+
+    # --- connection lifecycle ---------------------------------------------------------
+
+    async def _connected(self, conn: Connection) -> None:
+        self._connections[conn.sid] = conn
+        if self._on_connect is None:
+            return
+        try:
+            await self._on_connect(conn)
+        except Exception:
+            logger.exception("on_connect hook failed for %s", conn.sid)
+            conn.close(CloseCode.INTERNAL_ERROR, "internal error")
+
+    async def _disconnected(self, conn: Connection) -> None:
+        for room in list(conn.rooms):
+            self._leave(conn, room)
+        self._connections.pop(conn.sid, None)
+        for key in [k for k in self._limiters if k[0] == conn.sid]:
+            del self._limiters[key]
+        if self._on_disconnect is None:
+            return
+        assert conn.disconnect is not None
+        try:
+            await self._on_disconnect(conn, conn.disconnect)
+        except Exception:
+            logger.exception("on_disconnect hook failed for %s", conn.sid)
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        """Serve one client over any trio stream, from the HTTP request to the close.
+
+        :meth:`serve` calls this for each accepted connection; tests may call it
+        with one end of an in-memory stream pair.
+        """
+        try:
+            conn = await self._open(stream)
+            if conn is not None:
+                await conn.run()
+        except Exception:
+            logger.exception("connection failed")
+            await trio.aclose_forcefully(stream)
+
+    async def _open(self, stream: trio.abc.Stream) -> Connection | None:
+        remote = _remote_address(stream)
+        exchange = None
+        with trio.move_on_after(self.config.handshake_timeout):
+            try:
+                exchange = await read_request(stream)
+                if exchange is None:
+                    await trio.aclose_forcefully(stream)
+                    return None
+                if not exchange.is_websocket:
+                    path = exchange.handshake_request(remote).path
+                    status, body, kind = plain_answer(path, len(self._connections))
+                    await send_response(stream, exchange, status, body, kind)
+                    await stream.aclose()
+                    return None
+                if self._draining:
+                    raise HandshakeRejected(503, "the server is shutting down")
+                request = exchange.handshake_request(remote)
+                self._check_origin(request)
+                subprotocol = select_subprotocol(request.subprotocols)
+                state: Any = {}
+                if self._authenticate is not None:
+                    state = await self._authenticate(request)
+                try:
+                    ws, response = accept_upgrade(exchange, subprotocol)
+                except WSRemoteProtocolError as exc:
+                    raise HandshakeRejected(400, str(exc)) from None
+                await stream.send_all(response)
+            except HandshakeRejected as exc:
+                body = (exc.message or "rejected").encode() + b"\n"
+                await send_response(stream, exchange, exc.status, body)
+                await stream.aclose()
+                return None
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                await trio.aclose_forcefully(stream)
+                return None
+            codec = self._msgpack if codec_for_subprotocol(subprotocol) is MsgpackCodec \
+                else self._json
+            return Connection(self, stream, ws, codec, request, state)
+        await trio.aclose_forcefully(stream)  # the handshake took too long
+        return None
+
+    def _check_origin(self, request: HandshakeRequest) -> None:
+        allowed = self.config.allowed_origins
+        origin = request.header("origin")
+        if allowed is not None and origin is not None and origin not in allowed:
+            raise HandshakeRejected(403, f"origin {origin} is not allowed")
+
+    # --- serving --------------------------------------------------------------------
+
+    async def serve(
+        self, host: str = "127.0.0.1", port: int = 8765, *,
+        ssl_context: ssl.SSLContext | None = None,
+        task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Listen on ``host:port`` (``port=0`` picks a free one) until :meth:`shutdown`.
+
+        With ``ssl_context`` the server speaks ``wss://`` (its frames then go
+        through TLS without the direct-write fast path). Use with
+        ``await nursery.start(bus.serve, ...)``, which returns the listeners.
+        """
+        listeners: list[trio.abc.Listener[Any]] = list(
+            await trio.open_tcp_listeners(port, host=host))
+        if ssl_context is not None:
+            listeners = [
+                trio.SSLListener(listener, ssl_context, https_compatible=False)
+                for listener in listeners
+            ]
+        await self.serve_listeners(listeners, task_status=task_status)
+
+    async def serve_listeners(
+        self, listeners: list[trio.abc.Listener[Any]], *,
+        task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Serve on listeners you opened; see :meth:`serve`."""
+        self._stop = trio.Event()
+        self._draining = False
+        async with trio.open_nursery() as connections:
+            self._conn_nursery = connections
+            connections.start_soon(self._heartbeat)
+            async with trio.open_nursery() as accepting:
+                await accepting.start(partial(
+                    trio.serve_listeners, self.handle_stream, listeners,
+                    handler_nursery=connections,
+                ))
+                task_status.started(listeners)
+                await self._stop.wait()
+                accepting.cancel_scope.cancel()
+            await self._drain()
+            connections.cancel_scope.cancel()
+
+    def shutdown(self) -> None:
+        """Begin a graceful shutdown: stop accepting, answer new requests with
+        ``unavailable``, let running handlers finish (up to ``drain_timeout``),
+        close every connection with 1001, then return from :meth:`serve`."""
+        if self._stop is not None:
+            self._stop.set()
+
+    async def _drain(self) -> None:
+        self._draining = True
+        with trio.move_on_after(self.config.drain_timeout):
+            # Polling, at shutdown only: a wakeup per finished handler would tax
+            # the hot path for the sake of this one wait.
+            while self._running:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        for conn in list(self._connections.values()):
+            conn.close(CloseCode.GOING_AWAY, "server shutting down")
+        with trio.move_on_after(self.config.close_timeout):
+            while self._connections:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+
+    async def _heartbeat(self) -> None:
+        interval = self.config.ping_interval
+        timeout = self.config.ping_timeout
+        tick = min(interval, timeout) / 4
+        while True:
+            await trio.sleep(tick)
+            now = trio.current_time()
+            for conn in list(self._connections.values()):
+                if conn.ping_deadline is not None:
+                    if now >= conn.ping_deadline:
+                        conn._abort(CloseCode.HEARTBEAT_TIMEOUT,
+                                    f"no answer to a ping within {timeout} s")
+                elif now >= conn.next_ping:
+                    conn._send_control(_PING_FRAME)
+                    conn.ping_deadline = now + timeout
+                    conn.next_ping = now + interval
+
+
+def _remote_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
+    inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
+    if isinstance(inner, trio.SocketStream):
+        try:
+            address = inner.socket.getpeername()
+        except OSError:
+            return None
+        return (str(address[0]), int(address[1]))
+    return None

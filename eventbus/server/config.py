@@ -1,0 +1,87 @@
+"""Server settings, with their defaults, in one frozen value."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import attrs
+
+from ..protocol import NAME_MAX_BYTES, WelcomeOptions
+
+__all__ = ["ServerConfig"]
+
+
+def _positive(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, not {value!r}")
+
+
+def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must not be negative, not {value!r}")
+
+
+def _name_limit(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
+    if not 0 < value <= NAME_MAX_BYTES:
+        raise ValueError(f"{attribute.name} must be 1 to {NAME_MAX_BYTES}, not {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class ServerConfig:
+    """Every setting of an :class:`~eventbus.EventBus`; times are in seconds.
+
+    Settings marked *advertised* are sent to each client in its welcome packet.
+    """
+
+    #: Let clients join, leave and publish to any room without authorization hooks.
+    open_rooms: bool = False
+    #: Seconds between pings (advertised).
+    ping_interval: float = attrs.field(default=25.0, validator=_positive)
+    #: Seconds a client has to answer a ping before it is closed with 4002 (advertised).
+    ping_timeout: float = attrs.field(default=20.0, validator=_positive)
+    #: Largest message accepted, in bytes; a bigger one closes with 1009 (advertised).
+    max_frame: int = attrs.field(default=1_048_576, validator=_positive)
+    #: Longest event or room name, in UTF-8 bytes (advertised).
+    max_name: int = attrs.field(default=NAME_MAX_BYTES, validator=_name_limit)
+    #: Rooms one connection may join by its own requests (advertised).
+    max_rooms: int = attrs.field(default=100, validator=_positive)
+    #: Client requests awaiting an answer, per connection (advertised).
+    max_pending: int = attrs.field(default=64, validator=_positive)
+    #: Server calls awaiting a client's answer, per connection.
+    max_calls: int = attrs.field(default=64, validator=_positive)
+    #: Inbound packets per second per connection, 0 for no limit (advertised).
+    rate: int = attrs.field(default=100, validator=_non_negative)
+    #: Inbound packets a connection may send at once above the rate (advertised).
+    burst: int = attrs.field(default=200, validator=_non_negative)
+    #: Protocol errors in a row before the connection is closed with 4000.
+    max_errors: int = attrs.field(default=10, validator=_positive)
+    #: Messages that may wait in one connection's outbound queue.
+    send_queue_size: int = attrs.field(default=1024, validator=_positive)
+    #: Bytes that may wait in one connection's outbound queue.
+    send_queue_bytes: int = attrs.field(default=8 * 1_048_576, validator=_positive)
+    #: Seconds a client has to complete the HTTP handshake.
+    handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Seconds to wait for the client's close frame after the server sent its own.
+    close_timeout: float = attrs.field(default=2.0, validator=_positive)
+    #: Seconds running handlers get to finish when the server shuts down.
+    drain_timeout: float = attrs.field(default=10.0, validator=_non_negative)
+    #: Seconds a server call waits for the client's answer unless told otherwise.
+    call_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Origins allowed to open connections (``None``: any). Requests without an
+    #: ``Origin`` header (non-browser clients) are always allowed.
+    allowed_origins: Sequence[str] | None = attrs.field(
+        default=None, converter=attrs.converters.optional(tuple)
+    )
+
+    def welcome_options(self) -> WelcomeOptions:
+        return WelcomeOptions(
+            ping_interval=round(self.ping_interval * 1000),
+            ping_timeout=round(self.ping_timeout * 1000),
+            max_frame=self.max_frame,
+            max_name=self.max_name,
+            max_rooms=self.max_rooms,
+            max_pending=self.max_pending,
+            rate=self.rate,
+            burst=self.burst,
+        )

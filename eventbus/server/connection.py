@@ -1,0 +1,618 @@
+"""One client connection: its reader, its send path, its requests and calls.
+
+The send path is the hot path of every broadcast. A frame is written straight
+to the non-blocking socket from whoever sends it (no task switch); only what the
+kernel will not take waits in the connection's :class:`~.outbox.Outbox`, and a
+writer task is started then, and ends when the queue is empty. So an idle
+connection costs one task (its reader), and a busy one at most three (reader,
+writer, and the worker that runs its handlers in order).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+from wsproto.connection import Connection as WSConnection
+from wsproto.connection import ConnectionState
+from wsproto.events import (
+    BytesMessage,
+    CloseConnection,
+    Message,
+    Ping,
+    TextMessage,
+)
+
+from ..codes import CloseCode, ErrorCode
+from ..errors import (
+    CallTimeout,
+    ConnectionClosed,
+    LocalProtocolError,
+    RateLimited,
+    RemoteProtocolError,
+    RequestError,
+    TooManyPending,
+    error_from_code,
+)
+from ..protocol import (
+    Ack,
+    Codec,
+    ErrorReply,
+    Event,
+    Gap,
+    Packet,
+    Welcome,
+    check_name,
+)
+from ..protocol.wsframe import server_frame
+from .http import HandshakeRequest
+from .outbox import Delivery, Outbox
+
+if TYPE_CHECKING:
+    from .app import EventBus
+
+__all__ = ["Connection", "Disconnect"]
+
+logger = logging.getLogger("eventbus.server")
+
+_RECEIVE = 65_536
+_WRITE_BATCH = 262_144
+_WORKER_LINGER = 5.0
+_ACK_ID_MAX = 2**31 - 1
+
+
+@attrs.frozen
+class Disconnect:
+    """Why a connection ended, as given to ``on_disconnect``.
+
+    Attributes:
+        code: The WebSocket close code (1006 when the TCP connection just ended).
+        reason: Text for humans.
+        by_server: Whether the server ended it (else the client or the network).
+    """
+
+    code: int
+    reason: str
+    by_server: bool
+
+
+class _PendingCall:
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+class Connection:
+    """A client connected to the bus; handlers receive it as ``sock``.
+
+    Attributes:
+        sid: The public session id (also sent to the client in its welcome).
+        state: What the ``authenticate`` hook returned (an empty dict without a hook).
+        request: The handshake request the connection was opened with.
+    """
+
+    __slots__ = (
+        "_bus",
+        "_calls",
+        "_client_acks",
+        "_closing",
+        "_codec",
+        "_direct_fd",
+        "_errors",
+        "_fragments",
+        "_fragments_size",
+        "_inbox",
+        "_lot",
+        "_nursery",
+        "_outbox",
+        "_scope",
+        "_tokens",
+        "_tokens_at",
+        "_worker",
+        "_writing",
+        "_ws",
+        "closed",
+        "disconnect",
+        "next_call_id",
+        "next_ping",
+        "ping_deadline",
+        "request",
+        "resume_token",
+        "rooms",
+        "sid",
+        "state",
+        "stream",
+    )
+
+    def __init__(
+        self, bus: EventBus, stream: trio.abc.Stream, ws: WSConnection, codec: Codec,
+        request: HandshakeRequest, state: Any,
+    ) -> None:
+        config = bus.config
+        self._bus = bus
+        self.stream = stream
+        self._ws = ws
+        self._codec = codec
+        self.request = request
+        self.state = state
+        self.sid = secrets.token_urlsafe(12)
+        self.resume_token = secrets.token_urlsafe(24)
+        #: Rooms this connection is a member of.
+        self.rooms: set[str] = set()
+        # Plain TCP sockets are written directly; TLS and in-memory streams go
+        # through their writer task.
+        self._direct_fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
+        self._outbox = Outbox(config.send_queue_size, config.send_queue_bytes, self._gap_frame)
+        self._writing = False
+        self._inbox: deque[Packet] = deque()
+        self._worker = False
+        self._lot = trio.lowlevel.ParkingLot()
+        self._client_acks: set[int] = set()
+        self._calls: dict[int, _PendingCall] = {}
+        self.next_call_id = 1
+        self._tokens = float(config.burst)
+        self._tokens_at = trio.current_time()
+        self._errors = 0
+        self._fragments: list[str | bytes] = []
+        self._fragments_size = 0
+        self._closing = False
+        self.closed = False
+        self.disconnect: Disconnect | None = None
+        self._scope: trio.CancelScope | None = None
+        self._nursery: trio.Nursery | None = None
+        now = trio.current_time()
+        self.next_ping = now + config.ping_interval
+        self.ping_deadline: float | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.sid} {self._codec.name} rooms={sorted(self.rooms)}>"
+
+    @property
+    def codec(self) -> Codec:
+        """The connection's codec (JSON or msgpack)."""
+        return self._codec
+
+    @property
+    def binary(self) -> bool:
+        return self._codec.binary
+
+    # --- the app's API ------------------------------------------------------------
+
+    def join(self, room: str) -> None:
+        """Add this connection to a room (no authorization: this is server code)."""
+        check_name(room, "room", self._bus.config.max_name, reserved_ok=True)
+        self._bus._join(self, room)
+
+    def leave(self, room: str) -> None:
+        """Remove this connection from a room; leaving a room it is not in is fine."""
+        self._bus._leave(self, room)
+
+    def emit(
+        self, event: str, data: Any = None, *, delivery: Delivery = Delivery.RELIABLE,
+        key: str | None = None,
+    ) -> None:
+        """Send an event to this connection alone.
+
+        Raises:
+            LocalProtocolError: the data cannot be encoded for this connection's codec.
+        """
+        check_name(event, "event", self._bus.config.max_name, reserved_ok=True)
+        if self.closed:
+            return
+        frame = self.frame(Event(event, data))
+        self.send_frame(frame, Delivery(delivery), None, key)
+
+    def broadcast(
+        self, event: str, data: Any = None, *, to: str, delivery: Delivery = Delivery.RELIABLE,
+        key: str | None = None,
+    ) -> int:
+        """Send an event to every member of room ``to`` except this connection.
+
+        Returns:
+            How many connections it was sent to.
+        """
+        return self._bus.emit(event, data, to=to, skip=self, delivery=delivery, key=key)
+
+    async def call(self, event: str, data: Any = None, *, timeout: float | None = None) -> Any:
+        """Ask the client for an answer: send an event with an ack id and wait.
+
+        Returns:
+            The data of the client's ack.
+
+        Raises:
+            CallTimeout: no answer within ``timeout`` (default: the bus's call_timeout).
+            RequestError: the client answered with an error (the subclass of its code).
+            ConnectionClosed: the connection closed before the answer came.
+            TooManyPending: too many calls to this connection await an answer.
+        """
+        check_name(event, "event", self._bus.config.max_name, reserved_ok=True)
+        if self.closed:
+            raise ConnectionClosed(f"connection {self.sid} is closed")
+        if len(self._calls) >= self._bus.config.max_calls:
+            raise TooManyPending(f"{len(self._calls)} calls to {self.sid} await an answer")
+        ack_id = self._allocate_call_id()
+        pending = self._calls[ack_id] = _PendingCall()
+        try:
+            self.send_frame(self.frame(Event(event, data, ack_id)), Delivery.RELIABLE, None, None)
+            limit = self._bus.config.call_timeout if timeout is None else timeout
+            with trio.move_on_after(limit):
+                await pending.done.wait()
+        finally:
+            self._calls.pop(ack_id, None)
+        if not pending.done.is_set():
+            raise CallTimeout(f"{self.sid} did not answer {event!r} within {limit} s")
+        if pending.error is not None:
+            raise pending.error
+        return pending.value
+
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
+        """Start the closing handshake; the connection ends when the client answers
+        it or after ``close_timeout``."""
+        if self._closing or self.closed:
+            return
+        self._closing = True
+        self._record(code, reason, by_server=True)
+        if self._ws.state is ConnectionState.OPEN:
+            self._send_control(self._ws.send(CloseConnection(code=code, reason=reason)))
+        if self._scope is not None:
+            self._scope.deadline = min(
+                self._scope.deadline, trio.current_time() + self._bus.config.close_timeout
+            )
+
+    def statistics(self) -> dict[str, int]:
+        """Queue and request counters, for monitoring."""
+        return {
+            "queued_messages": len(self._outbox),
+            "queued_bytes": self._outbox.bytes,
+            "dropped": self._outbox.dropped,
+            "pending_requests": len(self._client_acks),
+            "pending_calls": len(self._calls),
+        }
+
+    # --- sending ------------------------------------------------------------------
+
+    def frame(self, packet: Packet) -> bytes:
+        """Encode a packet for this connection and frame it."""
+        return server_frame(self._codec.encode(packet), binary=self._codec.binary)
+
+    def send_frame(
+        self, frame: bytes, delivery: Delivery, room: str | None, key: str | None
+    ) -> None:
+        """Send a frame now if the socket takes it, else queue it under its policy.
+
+        Never blocks and never raises: a connection that cannot keep up with a
+        reliable message is closed with 4001 instead.
+        """
+        if self.closed or self._closing:
+            return
+        if not self._writing and self._outbox.idle and self._direct_fd >= 0:
+            try:
+                sent = os.write(self._direct_fd, frame)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                self._abort(CloseCode.GOING_AWAY, "connection lost", by_server=False)
+                return
+            if sent == len(frame):
+                return
+            # The frame is partly on the wire: its rest must follow, whatever policy.
+            self._outbox.push_control(frame[sent:])
+            self._start_writer()
+            return
+        if not self._outbox.push(frame, delivery, room, key):
+            self._abort(
+                CloseCode.SLOW_CONSUMER,
+                f"outbound queue full ({len(self._outbox)} messages, "
+                f"{self._outbox.bytes} bytes)",
+            )
+            return
+        self._start_writer()
+
+    def _send_control(self, data: bytes) -> None:
+        if self._writing or not self._outbox.idle or self._direct_fd < 0:
+            self._outbox.push_control(data)
+            self._start_writer()
+            return
+        try:
+            sent = os.write(self._direct_fd, data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            return
+        if sent < len(data):
+            self._outbox.push_control(data[sent:])
+            self._start_writer()
+
+    def _gap_frame(self, room: str | None, count: int) -> bytes:
+        return self.frame(Gap(room, count))
+
+    def _start_writer(self) -> None:
+        if not self._writing and self._nursery is not None:
+            self._writing = True
+            self._nursery.start_soon(self._writer)
+
+    async def _writer(self) -> None:
+        stream = self.stream
+        fd = self._direct_fd
+        try:
+            while len(self._outbox) or self._outbox.gaps:
+                data = self._outbox.take(_WRITE_BATCH)
+                if fd < 0:
+                    await stream.send_all(data)
+                    continue
+                view = memoryview(data)
+                while view:
+                    try:
+                        sent = os.write(fd, view)
+                    except BlockingIOError:
+                        await trio.lowlevel.wait_writable(fd)
+                        continue
+                    view = view[sent:]
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            self._abort(CloseCode.GOING_AWAY, "connection lost", by_server=False)
+        finally:
+            self._writing = False
+
+    # --- receiving ----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Serve the connection until it closes; clean up whatever happened."""
+        bus = self._bus
+        try:
+            with trio.CancelScope() as self._scope:
+                async with trio.open_nursery() as nursery:
+                    self._nursery = nursery
+                    self.send_frame(
+                        self.frame(Welcome(self.sid, self.resume_token, bus.welcome_options)),
+                        Delivery.RELIABLE, None, None,
+                    )
+                    await bus._connected(self)
+                    await self._read_loop()
+                    nursery.cancel_scope.cancel()
+        finally:
+            await self._cleanup()
+
+    async def _read_loop(self) -> None:
+        ws = self._ws
+        stream = self.stream
+        # Bytes that arrived with the handshake are already in wsproto.
+        if not self._handle_events(ws):
+            return
+        while True:
+            try:
+                data = await stream.receive_some(_RECEIVE)
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                data = b""
+            if not data:
+                self._record(1006, "connection lost", by_server=False)
+                return
+            # Any bytes from the client prove it alive, as a pong would.
+            self.ping_deadline = None
+            ws.receive_data(bytes(data))
+            if not self._handle_events(ws):
+                return
+
+    def _handle_events(self, ws: WSConnection) -> bool:
+        """Process what wsproto parsed; False once the connection must end."""
+        for event in ws.events():
+            if isinstance(event, Message):
+                if not self._on_message(event):
+                    return False
+            elif isinstance(event, Ping):
+                self._send_control(ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                return self._on_close(ws, event)
+            # Pongs need nothing more: receiving any bytes already reset the deadline.
+        return True
+
+    def _on_close(self, ws: WSConnection, event: CloseConnection) -> bool:
+        if ws.state is ConnectionState.OPEN:
+            # wsproto reports a framing violation as a close event without closing.
+            self._abort(event.code, event.reason or "WebSocket protocol error")
+            return False
+        if ws.state is ConnectionState.REMOTE_CLOSING:
+            self._record(event.code, event.reason or "", by_server=False)
+            self._send_control(ws.send(event.response()))
+        return False
+
+    def _on_message(self, event: Message[Any]) -> bool:
+        size = self._fragments_size + len(event.data)
+        if size > self._bus.config.max_frame:
+            self._abort(
+                CloseCode.MESSAGE_TOO_BIG,
+                f"message larger than {self._bus.config.max_frame} bytes",
+            )
+            return False
+        if not event.message_finished:
+            self._fragments.append(event.data)
+            self._fragments_size = size
+            return True
+        message: str | bytes
+        if self._fragments:
+            self._fragments.append(event.data)
+            if isinstance(event, TextMessage):
+                message = "".join(str(part) for part in self._fragments)
+            else:
+                message = b"".join(
+                    part.encode() if isinstance(part, str) else part for part in self._fragments)
+            self._fragments.clear()
+            self._fragments_size = 0
+        else:
+            message = event.data if isinstance(event, TextMessage) else bytes(event.data)
+        assert isinstance(event, TextMessage | BytesMessage)
+        return self._on_packet_data(message)
+
+    def _on_packet_data(self, message: str | bytes) -> bool:
+        if self._closing:
+            return True
+        config = self._bus.config
+        if config.rate and not self._take_token(config.rate, config.burst):
+            ack_id = _peek_ack_id(self._codec, message)
+            self._reply_error(ack_id, RateLimited("rate limit exceeded; slow down"))
+            return True
+        try:
+            packet = self._codec.decode(message)
+        except RemoteProtocolError as exc:
+            self._errors += 1
+            self._reply_error(exc.ack_id, exc)
+            if self._errors >= config.max_errors:
+                self._abort(CloseCode.TOO_MANY_ERRORS, f"{self._errors} protocol errors in a row")
+                return False
+            return True
+        self._errors = 0
+        if isinstance(packet, Ack | ErrorReply):
+            self._on_reply(packet)
+            return True
+        ack_id = getattr(packet, "ack_id", None)
+        if ack_id is not None:
+            if ack_id in self._client_acks:
+                self._reply_error(ack_id, RemoteProtocolError(
+                    f"ack id {ack_id} is already pending", code=ErrorCode.INVALID_PACKET))
+                return True
+            if len(self._client_acks) >= config.max_pending:
+                self._reply_error(ack_id, TooManyPending(
+                    f"{len(self._client_acks)} requests already await an answer"))
+                return True
+            self._client_acks.add(ack_id)
+        self._inbox.append(packet)
+        if self._worker:
+            self._lot.unpark()
+        elif self._nursery is not None:
+            self._worker = True
+            self._nursery.start_soon(self._work)
+        return True
+
+    def _take_token(self, rate: int, burst: int) -> bool:
+        now = trio.current_time()
+        self._tokens = min(float(burst), self._tokens + (now - self._tokens_at) * rate)
+        self._tokens_at = now
+        if self._tokens < 1.0:
+            return False
+        self._tokens -= 1.0
+        return True
+
+    def _on_reply(self, packet: Ack | ErrorReply) -> None:
+        if packet.ack_id is None:
+            logger.info("client %s reported an error: [%s] %s", self.sid, packet.code,
+                        getattr(packet, "message", ""))
+            return
+        pending = self._calls.get(packet.ack_id)
+        if pending is None:
+            return  # a late answer to a call that timed out: ignored by design
+        if isinstance(packet, Ack):
+            pending.value = packet.data
+        else:
+            pending.error = error_from_code(packet.code, packet.message)
+        pending.done.set()
+
+    # --- running requests in order --------------------------------------------------
+
+    async def _work(self) -> None:
+        inbox = self._inbox
+        try:
+            while True:
+                while inbox:
+                    packet = inbox.popleft()
+                    await self._bus._dispatch(self, packet)
+                # Linger a little: the next packet then costs a wakeup, not a new task.
+                with trio.move_on_after(_WORKER_LINGER):
+                    await self._lot.park()
+                if not inbox:
+                    return
+        finally:
+            self._worker = False
+
+    def answer(self, ack_id: int | None, value: Any) -> None:
+        """Send the answer to a client request (nothing if it asked for none)."""
+        if ack_id is None:
+            return
+        self._client_acks.discard(ack_id)
+        try:
+            frame = self.frame(Ack(ack_id, value))
+        except LocalProtocolError as exc:
+            logger.warning("answer to request %d of %s cannot be encoded: %s",
+                           ack_id, self.sid, exc.message)
+            frame = self.frame(ErrorReply(ack_id, exc.code, exc.message))
+        self.send_frame(frame, Delivery.RELIABLE, None, None)
+
+    def answer_error(self, ack_id: int | None, error: RequestError) -> None:
+        """Send an error about a client request (with ack id null if it had none)."""
+        if ack_id is not None:
+            self._client_acks.discard(ack_id)
+        self._reply_error(ack_id, error)
+
+    def _reply_error(self, ack_id: int | None, error: RequestError) -> None:
+        message = error.message[:1024]
+        self.send_frame(
+            self.frame(ErrorReply(ack_id, error.code, message)), Delivery.RELIABLE, None, None
+        )
+
+    def _allocate_call_id(self) -> int:
+        ack_id = self.next_call_id
+        while ack_id in self._calls:
+            ack_id = ack_id % _ACK_ID_MAX + 1
+        self.next_call_id = ack_id % _ACK_ID_MAX + 1
+        return ack_id
+
+    # --- ending ------------------------------------------------------------------------
+
+    def _record(self, code: int, reason: str, *, by_server: bool) -> None:
+        if self.disconnect is None:
+            self.disconnect = Disconnect(code, reason, by_server)
+
+    def _abort(self, code: int, reason: str, *, by_server: bool = True) -> None:
+        """End the connection now, from any context: best-effort close frame, then
+        the TCP connection is dropped by the connection's task."""
+        if self.closed:
+            return
+        self._record(code, reason, by_server=by_server)
+        if by_server and self._ws.state is ConnectionState.OPEN and self._direct_fd >= 0:
+            frame = self._ws.send(CloseConnection(code=code, reason=reason[:120]))
+            if self._outbox.idle and not self._writing:
+                with contextlib.suppress(OSError):
+                    os.write(self._direct_fd, frame)
+        self._closing = True
+        self._outbox.clear()
+        if self._scope is not None:
+            self._scope.cancel()
+
+    async def _cleanup(self) -> None:
+        self.closed = True
+        self._record(1006, "connection lost", by_server=False)
+        error = ConnectionClosed(
+            f"connection {self.sid} closed",
+            close_code=self.disconnect.code if self.disconnect else None,
+        )
+        for pending in self._calls.values():
+            pending.error = error
+            pending.done.set()
+        self._outbox.clear()
+        await self._bus._disconnected(self)
+        # A TLS close_notify may wait on a peer that is gone: give it a second.
+        with trio.CancelScope(shield=True):
+            with trio.move_on_after(1.0) as scope:
+                await self.stream.aclose()
+            if scope.cancelled_caught:
+                await trio.aclose_forcefully(self.stream)
+
+
+def _peek_ack_id(codec: Codec, message: str | bytes) -> int | None:
+    """The ack id of a request that is refused unprocessed (rate limited), if any,
+    so that the refusal answers it."""
+    try:
+        packet = codec.decode(message)
+    except RemoteProtocolError as exc:
+        return exc.ack_id
+    if isinstance(packet, Ack | ErrorReply):
+        return None
+    ack_id: int | None = getattr(packet, "ack_id", None)
+    return ack_id
