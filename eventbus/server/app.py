@@ -195,6 +195,11 @@ class EventBus:
         found = self._rooms.get(room)
         return Position(found.epoch, found.seq) if found is not None else None
 
+    @property
+    def draining(self) -> bool:
+        """Whether a graceful shutdown has begun."""
+        return self._draining or (self._stop is not None and self._stop.is_set())
+
     def statistics(self) -> dict[str, int]:
         """Counters for monitoring."""
         return {

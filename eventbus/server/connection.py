@@ -475,8 +475,11 @@ class Connection:
         ack_id = getattr(packet, "ack_id", None)
         if ack_id is not None:
             if ack_id in self._client_acks:
-                self._reply_error(ack_id, RemoteProtocolError(
-                    f"ack id {ack_id} is already pending", code=ErrorCode.INVALID_PACKET))
+                # Not answered with the id: the client would take it for the answer
+                # to its first request with that id, which is still running.
+                self._reply_error(None, RemoteProtocolError(
+                    f"ack id {ack_id} is already pending; request not processed",
+                    code=ErrorCode.INVALID_PACKET))
                 return True
             if len(self._client_acks) >= config.max_pending:
                 self._reply_error(ack_id, TooManyPending(

@@ -9,6 +9,7 @@ script, or 426 Upgrade Required.
 from __future__ import annotations
 
 import json
+from http import HTTPStatus
 from collections.abc import Mapping, Sequence
 from importlib import resources
 from urllib.parse import parse_qsl, urlsplit
@@ -136,14 +137,15 @@ async def send_response(
         ("content-type", content_type), ("content-length", str(len(body))),
         ("connection", "close"), *extra,
     ]
+    phrase = HTTPStatus(status).phrase
     if exchange is None:
         # No request was parsed (it was malformed): h11 will not let us answer it.
-        reason = h11.Response(status_code=status, headers=headers)
-        head = f"HTTP/1.1 {status} {reason.reason.decode() or 'Error'}\r\n"
+        head = f"HTTP/1.1 {status} {phrase}\r\n"
         head += "".join(f"{name}: {value}\r\n" for name, value in headers) + "\r\n"
         await stream.send_all(head.encode("latin-1") + body)
         return
-    data = conn.send(h11.Response(status_code=status, headers=headers)) or b""
+    response = h11.Response(status_code=status, headers=headers, reason=phrase.encode())
+    data = conn.send(response) or b""
     if exchange.request.method != b"HEAD":
         data += conn.send(h11.Data(data=body)) or b""
     data += conn.send(h11.EndOfMessage()) or b""
