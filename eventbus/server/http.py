@@ -9,8 +9,8 @@ script, or 426 Upgrade Required.
 from __future__ import annotations
 
 import json
-from http import HTTPStatus
 from collections.abc import Mapping, Sequence
+from http import HTTPStatus
 from importlib import resources
 from urllib.parse import parse_qsl, urlsplit
 
