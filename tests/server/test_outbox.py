@@ -1,0 +1,106 @@
+"""The outbound queue's policies, without sockets."""
+
+from __future__ import annotations
+
+from eventbus.server.outbox import Delivery, Outbox
+from eventbus.server.rooms import RoomRegistry
+
+
+def gap_frame(room: str | None, count: int) -> bytes:
+    return f"gap:{room}:{count}".encode()
+
+
+def drain(box: Outbox) -> bytes:
+    out = b""
+    while len(box) or box.gaps:
+        out += box.take(1 << 20) + b"|"
+    return out
+
+
+def test_reliable_overflow_is_refused_not_dropped() -> None:
+    box = Outbox(max_messages=3, max_bytes=1000, encode_gap=gap_frame)
+    assert all(box.push(b"m", Delivery.RELIABLE) for _ in range(3))
+    assert not box.push(b"m", Delivery.RELIABLE)
+    assert len(box) == 3
+
+
+def test_byte_bound_applies_too() -> None:
+    box = Outbox(max_messages=100, max_bytes=10, encode_gap=gap_frame)
+    assert box.push(b"x" * 10)
+    assert not box.push(b"y")
+
+
+def test_volatile_overflow_is_counted_and_reported_before_later_messages() -> None:
+    box = Outbox(max_messages=2, max_bytes=1000, encode_gap=gap_frame)
+    for n in range(5):
+        assert box.push(f"v{n}".encode(), Delivery.VOLATILE, room="r")
+    assert len(box) == 2
+    assert box.gaps == {"r": 3}
+    assert box.dropped == 3
+    assert not box.idle
+    # The drops came after v0 and v1 were queued, so the report follows them.
+    assert drain(box) == b"v0v1|gap:r:3|"
+    assert box.idle
+
+
+def test_gap_goes_before_the_next_message_once_there_is_room() -> None:
+    box = Outbox(max_messages=1, max_bytes=1000, encode_gap=gap_frame)
+    box.push(b"a", Delivery.VOLATILE, room="r")
+    box.push(b"b", Delivery.VOLATILE, room="r")  # dropped
+    box.push(b"c", Delivery.VOLATILE, room=None)  # dropped, direct
+    assert box.take(1) == b"a"
+    box.push(b"d", Delivery.RELIABLE)
+    assert drain(box) == b"gap:r:1gap:None:1d|"
+
+
+def test_latest_supersedes_the_queued_message_with_the_same_key() -> None:
+    box = Outbox(max_messages=3, max_bytes=1000, encode_gap=gap_frame)
+    box.push(b"other", Delivery.RELIABLE)
+    for n in range(10):
+        assert box.push(f"p{n}".encode(), Delivery.LATEST, room="g", key="player")
+    box.push(b"q0", Delivery.LATEST, room="g", key="enemy")
+    assert len(box) == 3
+    assert box.gaps == {"g": 9}
+    assert drain(box) == b"otherp9q0|gap:g:9|"
+
+
+def test_latest_without_a_match_in_a_full_queue_is_dropped() -> None:
+    box = Outbox(max_messages=1, max_bytes=1000, encode_gap=gap_frame)
+    box.push(b"r", Delivery.RELIABLE)
+    assert box.push(b"p", Delivery.LATEST, room="g", key="k")
+    assert box.gaps == {"g": 1}
+    assert drain(box) == b"r|gap:g:1|"
+
+
+def test_superseded_entries_never_pile_up() -> None:
+    box = Outbox(max_messages=4, max_bytes=10_000, encode_gap=gap_frame)
+    for n in range(10_000):
+        box.push(f"{n}".encode(), Delivery.LATEST, room="g", key=str(n % 2))
+    assert len(box) == 2
+    assert len(box._entries) <= 2 * len(box) + 1
+
+
+def test_control_frames_and_partial_writes_bypass_the_bounds() -> None:
+    box = Outbox(max_messages=1, max_bytes=1, encode_gap=gap_frame)
+    box.push(b"full")
+    box.push_control(b"pong")
+    box.push_front(b"rest-of-frame")
+    assert drain(box) == b"rest-of-framefullpong|"
+
+
+def test_rooms_track_members_in_order_and_disappear_when_empty() -> None:
+    rooms: RoomRegistry[str] = RoomRegistry()
+    first = rooms.join("r", "a")
+    rooms.join("r", "b")
+    rooms.join("r", "a")
+    assert list(first.members) == ["a", "b"]
+    assert first.next_seq() == 1
+    assert first.next_seq() == 2
+    rooms.leave("r", "a")
+    rooms.leave("r", "nobody")
+    assert "r" in rooms
+    rooms.leave("r", "b")
+    assert "r" not in rooms
+    assert rooms.join("r", "c").epoch != first.epoch  # a new history
+    rooms.leave("missing", "c")
+    assert len(rooms) == 1
