@@ -65,6 +65,8 @@ _RECEIVE = 65_536
 _WRITE_BATCH = 262_144
 _WORKER_LINGER = 5.0
 _ACK_ID_MAX = 2**31 - 1
+# Packets that may wait for the handlers beyond max_pending (those without ack ids).
+_INBOX_SLACK = 256
 
 
 @attrs.frozen
@@ -101,7 +103,7 @@ class Connection:
     """
 
     __slots__ = (
-        "_bus",
+        "_bus", "_drained", "_inbox_limit",
         "_calls",
         "_client_acks",
         "_closing",
@@ -154,6 +156,8 @@ class Connection:
         self._outbox = Outbox(config.send_queue_size, config.send_queue_bytes, self._gap_frame)
         self._writing = False
         self._inbox: deque[Packet] = deque()
+        self._inbox_limit = config.max_pending + _INBOX_SLACK
+        self._drained: trio.Event | None = None
         self._worker = False
         self._lot = trio.lowlevel.ParkingLot()
         self._client_acks: set[int] = set()
@@ -260,6 +264,8 @@ class Connection:
         if self._closing or self.closed:
             return
         self._closing = True
+        # A close frame's reason must fit in 123 UTF-8 bytes.
+        reason = reason.encode()[:123].decode("utf-8", "ignore")
         self._record(code, reason, by_server=True)
         if self._ws.state is ConnectionState.OPEN:
             self._send_control(self._ws.send(CloseConnection(code=code, reason=reason)))
@@ -336,9 +342,13 @@ class Connection:
         return self.frame(Gap(room, count))
 
     def _start_writer(self) -> None:
-        if not self._writing and self._nursery is not None:
-            self._writing = True
+        if self._writing or self.closed or self._nursery is None:
+            return
+        try:
             self._nursery.start_soon(self._writer)
+        except RuntimeError:  # the nursery is closing: the connection is ending
+            return
+        self._writing = True
 
     async def _writer(self) -> None:
         stream = self.stream
@@ -377,6 +387,7 @@ class Connection:
                     )
                     await bus._connected(self)
                     await self._read_loop()
+                    self.closed = True
                     nursery.cancel_scope.cancel()
         finally:
             await self._cleanup()
@@ -388,6 +399,11 @@ class Connection:
         if not self._handle_events(ws):
             return
         while True:
+            if len(self._inbox) >= self._inbox_limit:
+                # Stop reading until the handlers catch up: TCP pushes back on the
+                # client, and the inbox stays bounded.
+                self._drained = trio.Event()
+                await self._drained.wait()
             try:
                 data = await stream.receive_some(_RECEIVE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -526,6 +542,9 @@ class Connection:
                 while inbox:
                     packet = inbox.popleft()
                     await self._bus._dispatch(self, packet)
+                    if self._drained is not None and len(inbox) <= self._inbox_limit // 2:
+                        self._drained.set()
+                        self._drained = None
                 # Linger a little: the next packet then costs a wakeup, not a new task.
                 with trio.move_on_after(_WORKER_LINGER):
                     await self._lot.park()
@@ -579,11 +598,13 @@ class Connection:
             return
         self._record(code, reason, by_server=by_server)
         if by_server and self._ws.state is ConnectionState.OPEN and self._direct_fd >= 0:
-            frame = self._ws.send(CloseConnection(code=code, reason=reason[:120]))
+            short = reason.encode()[:123].decode("utf-8", "ignore")
+            frame = self._ws.send(CloseConnection(code=code, reason=short))
             if self._outbox.idle and not self._writing:
                 with contextlib.suppress(OSError):
                     os.write(self._direct_fd, frame)
         self._closing = True
+        self.closed = True
         self._outbox.clear()
         if self._scope is not None:
             self._scope.cancel()
