@@ -382,7 +382,8 @@ def check_name(name: Any, what: str, max_bytes: int, *, reserved_ok: bool) -> st
         )
     if _BAD_NAME_CHARS.search(name):
         raise RemoteProtocolError(
-            f"{what} name must not contain control characters", code=ErrorCode.INVALID_NAME
+            f"{what} name must not contain control characters or lone surrogates",
+            code=ErrorCode.INVALID_NAME,
         )
     if not reserved_ok and name[0] == "$":
         raise RemoteProtocolError(

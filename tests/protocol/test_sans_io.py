@@ -1,0 +1,122 @@
+"""The sans-IO guarantee: eventbus.protocol (with errors.py and codes.py) imports
+nothing that does I/O or reads a clock.
+
+Checked statically with ``ast``, following imports inside the eventbus package
+transitively. Importing a submodule runs ``eventbus/__init__.py`` too, which pulls in
+the server; that file is deliberately not followed, only the modules themselves.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE_DIR = Path(__file__).resolve().parents[2] / "eventbus"
+FORBIDDEN = frozenset({
+    "trio", "trio_websocket", "wsproto", "h11", "socket", "ssl", "asyncio", "time",
+    "selectors",
+})
+
+
+def module_file(module: str) -> Path | None:
+    """The source file of an eventbus module, or None if it does not exist."""
+    parts = module.split(".")
+    assert parts[0] == "eventbus"
+    base = PACKAGE_DIR.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def module_name(path: Path) -> str:
+    relative = path.relative_to(PACKAGE_DIR.parent).with_suffix("")
+    parts = list(relative.parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module ``path`` imports (absolute names, relative ones resolved), anywhere
+    in the file: top level, functions, ``if TYPE_CHECKING`` blocks."""
+    name = module_name(path)
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1])
+                target = f"{base}.{node.module}" if node.module else base
+            else:
+                assert node.module is not None
+                target = node.module
+            found.add(target)
+            # `from package import submodule` imports the submodule.
+            for alias in node.names:
+                candidate = f"{target}.{alias.name}"
+                if candidate.startswith("eventbus.") and module_file(candidate):
+                    found.add(candidate)
+    return found
+
+
+def closure(roots: list[Path]) -> dict[str, set[str]]:
+    """Imports of each module reachable from ``roots`` inside eventbus, by module."""
+    seen: dict[str, set[str]] = {}
+    todo = [module_name(path) for path in roots]
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        path = module_file(name)
+        assert path is not None, name
+        seen[name] = imports_of(path)
+        for imported in seen[name]:
+            # The eventbus package __init__ itself is not followed (see the docstring).
+            if imported.startswith("eventbus.") and module_file(imported):
+                todo.append(imported)
+    return seen
+
+
+ROOTS = [
+    *sorted((PACKAGE_DIR / "protocol").glob("*.py")),
+    PACKAGE_DIR / "errors.py",
+    PACKAGE_DIR / "codes.py",
+]
+
+
+def test_roots_exist() -> None:
+    names = {module_name(path) for path in ROOTS}
+    assert {"eventbus.protocol", "eventbus.protocol.codec", "eventbus.protocol.packets",
+            "eventbus.errors", "eventbus.codes"} <= names
+
+
+def test_the_walker_sees_real_imports() -> None:
+    graph = closure(ROOTS)
+    assert {"json", "msgpack", "eventbus.codes", "eventbus.errors",
+            "eventbus.protocol.packets"} <= graph["eventbus.protocol.codec"]
+    assert "eventbus" not in graph
+
+
+@pytest.mark.parametrize("root", ROOTS, ids=[module_name(path) for path in ROOTS])
+def test_no_io_imports(root: Path) -> None:
+    graph = closure([root])
+    offenders = {
+        f"{module} imports {imported}"
+        for module, imported_names in graph.items()
+        for imported in imported_names
+        if imported.split(".")[0] in FORBIDDEN
+    }
+    assert not offenders
+    # The protocol may not depend on the server (or anything beyond itself).
+    allowed = {"eventbus.codes", "eventbus.errors"}
+    outside = {
+        name for name in graph
+        if name not in allowed and not name.startswith("eventbus.protocol")
+    }
+    assert not outside
