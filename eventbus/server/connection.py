@@ -103,16 +103,18 @@ class Connection:
     """
 
     __slots__ = (
-        "_bus", "_drained", "_inbox_limit",
+        "_bus",
         "_calls",
         "_client_acks",
         "_closing",
         "_codec",
         "_direct_fd",
+        "_drained",
         "_errors",
         "_fragments",
         "_fragments_size",
         "_inbox",
+        "_inbox_limit",
         "_lot",
         "_nursery",
         "_outbox",
@@ -153,13 +155,15 @@ class Connection:
         # Plain TCP sockets are written directly; TLS and in-memory streams go
         # through their writer task.
         self._direct_fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else -1
-        self._outbox = Outbox(config.send_queue_size, config.send_queue_bytes, self._gap_frame)
+        # Made on first use: most connections never fill their socket buffer, and
+        # an idle connection should cost as little memory as possible.
+        self._outbox: Outbox | None = None
         self._writing = False
-        self._inbox: deque[Packet] = deque()
+        self._inbox: deque[Packet] | None = None
         self._inbox_limit = config.max_pending + _INBOX_SLACK
         self._drained: trio.Event | None = None
         self._worker = False
-        self._lot = trio.lowlevel.ParkingLot()
+        self._lot: trio.lowlevel.ParkingLot | None = None
         self._client_acks: set[int] = set()
         self._calls: dict[int, _PendingCall] = {}
         self.next_call_id = 1
@@ -276,10 +280,11 @@ class Connection:
 
     def statistics(self) -> dict[str, int]:
         """Queue and request counters, for monitoring."""
+        box = self._outbox
         return {
-            "queued_messages": len(self._outbox),
-            "queued_bytes": self._outbox.bytes,
-            "dropped": self._outbox.dropped,
+            "queued_messages": len(box) if box else 0,
+            "queued_bytes": box.bytes if box else 0,
+            "dropped": box.dropped if box else 0,
             "pending_requests": len(self._client_acks),
             "pending_calls": len(self._calls),
         }
@@ -300,7 +305,8 @@ class Connection:
         """
         if self.closed or self._closing:
             return
-        if not self._writing and self._outbox.idle and self._direct_fd >= 0:
+        box = self._outbox
+        if not self._writing and (box is None or box.idle) and self._direct_fd >= 0:
             try:
                 sent = os.write(self._direct_fd, frame)
             except BlockingIOError:
@@ -311,21 +317,22 @@ class Connection:
             if sent == len(frame):
                 return
             # The frame is partly on the wire: its rest must follow, whatever policy.
-            self._outbox.push_control(frame[sent:])
+            self._box().push_control(frame[sent:])
             self._start_writer()
             return
-        if not self._outbox.push(frame, delivery, room, key):
+        box = self._box()
+        if not box.push(frame, delivery, room, key):
             self._abort(
                 CloseCode.SLOW_CONSUMER,
-                f"outbound queue full ({len(self._outbox)} messages, "
-                f"{self._outbox.bytes} bytes)",
+                f"outbound queue full ({len(box)} messages, {box.bytes} bytes)",
             )
             return
         self._start_writer()
 
     def _send_control(self, data: bytes) -> None:
-        if self._writing or not self._outbox.idle or self._direct_fd < 0:
-            self._outbox.push_control(data)
+        box = self._outbox
+        if self._writing or (box is not None and not box.idle) or self._direct_fd < 0:
+            self._box().push_control(data)
             self._start_writer()
             return
         try:
@@ -335,8 +342,16 @@ class Connection:
         except OSError:
             return
         if sent < len(data):
-            self._outbox.push_control(data[sent:])
+            self._box().push_control(data[sent:])
             self._start_writer()
+
+    def _box(self) -> Outbox:
+        box = self._outbox
+        if box is None:
+            config = self._bus.config
+            box = self._outbox = Outbox(
+                config.send_queue_size, config.send_queue_bytes, self._gap_frame)
+        return box
 
     def _gap_frame(self, room: str | None, count: int) -> bytes:
         return self.frame(Gap(room, count))
@@ -354,8 +369,9 @@ class Connection:
         stream = self.stream
         fd = self._direct_fd
         try:
-            while len(self._outbox) or self._outbox.gaps:
-                data = self._outbox.take(_WRITE_BATCH)
+            box = self._box()
+            while len(box) or box.gaps:
+                data = box.take(_WRITE_BATCH)
                 if fd < 0:
                     await stream.send_all(data)
                     continue
@@ -399,7 +415,7 @@ class Connection:
         if not self._handle_events(ws):
             return
         while True:
-            if len(self._inbox) >= self._inbox_limit:
+            if self._inbox is not None and len(self._inbox) >= self._inbox_limit:
                 # Stop reading until the handlers catch up: TCP pushes back on the
                 # client, and the inbox stays bounded.
                 self._drained = trio.Event()
@@ -502,8 +518,11 @@ class Connection:
                     f"{len(self._client_acks)} requests already await an answer"))
                 return True
             self._client_acks.add(ack_id)
+        if self._inbox is None:
+            self._inbox = deque()
         self._inbox.append(packet)
         if self._worker:
+            assert self._lot is not None
             self._lot.unpark()
         elif self._nursery is not None:
             self._worker = True
@@ -537,6 +556,10 @@ class Connection:
 
     async def _work(self) -> None:
         inbox = self._inbox
+        assert inbox is not None
+        if self._lot is None:
+            self._lot = trio.lowlevel.ParkingLot()
+        lot = self._lot
         try:
             while True:
                 while inbox:
@@ -547,7 +570,7 @@ class Connection:
                         self._drained = None
                 # Linger a little: the next packet then costs a wakeup, not a new task.
                 with trio.move_on_after(_WORKER_LINGER):
-                    await self._lot.park()
+                    await lot.park()
                 if not inbox:
                     return
         finally:
@@ -600,12 +623,13 @@ class Connection:
         if by_server and self._ws.state is ConnectionState.OPEN and self._direct_fd >= 0:
             short = reason.encode()[:123].decode("utf-8", "ignore")
             frame = self._ws.send(CloseConnection(code=code, reason=short))
-            if self._outbox.idle and not self._writing:
+            if (self._outbox is None or self._outbox.idle) and not self._writing:
                 with contextlib.suppress(OSError):
                     os.write(self._direct_fd, frame)
         self._closing = True
         self.closed = True
-        self._outbox.clear()
+        if self._outbox is not None:
+            self._outbox.clear()
         if self._scope is not None:
             self._scope.cancel()
 
@@ -619,7 +643,8 @@ class Connection:
         for pending in self._calls.values():
             pending.error = error
             pending.done.set()
-        self._outbox.clear()
+        if self._outbox is not None:
+            self._outbox.clear()
         await self._bus._disconnected(self)
         # A TLS close_notify may wait on a peer that is gone: give it a second.
         with trio.CancelScope(shield=True):
