@@ -1,5 +1,6 @@
 """eventbus: a trio WebSocket event bus with rooms and acknowledgments."""
 
+from .client import Backoff, Client, Incoming, Subscription, connect
 from .codes import CloseCode, ErrorCode
 from .errors import (
     CallTimeout,
@@ -33,8 +34,10 @@ from .server import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "Backoff",
     "CallResults",
     "CallTimeout",
+    "Client",
     "CloseCode",
     "Connection",
     "ConnectionClosed",
@@ -46,6 +49,7 @@ __all__ = [
     "Forbidden",
     "HandshakeRejected",
     "HandshakeRequest",
+    "Incoming",
     "InternalError",
     "InvalidPayload",
     "LocalProtocolError",
@@ -55,9 +59,11 @@ __all__ = [
     "RequestError",
     "ResumeFailed",
     "ServerConfig",
+    "Subscription",
     "TooManyPending",
     "TooManyRooms",
     "Unavailable",
     "UnknownEvent",
     "__version__",
+    "connect",
 ]

@@ -1,0 +1,123 @@
+"""One open WebSocket connection of a client and the requests waiting on it.
+
+A client goes through several links when it reconnects. Each link has its own
+ack-id table: when a link is lost, every request pending on it fails at once with
+:class:`~eventbus.ConnectionClosed`, as protocol/PROTOCOL.md section 7.2 requires.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+import trio_websocket
+
+from ..errors import ConnectionClosed, EventBusError, LocalProtocolError
+from ..protocol import ACK_ID_MAX, Codec, Packet, Welcome
+from .transport import map_exceptions
+
+__all__ = ["Link", "Pending", "closed_copy"]
+
+
+def closed_copy(error: ConnectionClosed) -> ConnectionClosed:
+    """A new ConnectionClosed like ``error`` (one exception object per raiser)."""
+    message = str(error.args[0]) if error.args else "connection closed"
+    copy = ConnectionClosed(message, close_code=error.close_code, reason=error.reason)
+    copy.__cause__ = error.__cause__
+    return copy
+
+
+class Pending:
+    """A request waiting for its ACK or ERROR."""
+
+    __slots__ = ("done", "error", "value")
+
+    def __init__(self) -> None:
+        self.done = trio.Event()
+        self.value: Any = None
+        self.error: EventBusError | None = None
+
+    def resolve(self, value: Any) -> None:
+        self.value = value
+        self.done.set()
+
+    def reject(self, error: EventBusError) -> None:
+        self.error = error
+        self.done.set()
+
+
+class Link:
+    """A WebSocket connection after its WELCOME.
+
+    Attributes:
+        ws: The trio-websocket connection.
+        codec: The negotiated codec (``Role.CLIENT``).
+        welcome: The server's WELCOME packet.
+        pending: Requests sent on this link awaiting an answer, by ack id.
+        error: Why the link ended, once it has.
+        reader: The task reading this link (handlers run in it).
+        began: When the link was established (``trio.current_time()``).
+        last_heard: When something last arrived from the server.
+    """
+
+    def __init__(
+        self, ws: trio_websocket.WebSocketConnection, codec: Codec, welcome: Welcome, target: str,
+    ) -> None:
+        self.ws = ws
+        self.codec = codec
+        self.welcome = welcome
+        self.target = target
+        self.pending: dict[int, Pending] = {}
+        self.error: ConnectionClosed | None = None
+        self.reader: trio.lowlevel.Task | None = None
+        self.scope = trio.CancelScope()
+        self.began = self.last_heard = trio.current_time()
+        self._next_id = 1
+
+    def allocate(self) -> int:
+        """A fresh ack id: counting up from 1, wrapping, skipping pending ids."""
+        ack_id = self._next_id
+        while ack_id in self.pending:
+            ack_id = ack_id % ACK_ID_MAX + 1
+        self._next_id = ack_id % ACK_ID_MAX + 1
+        return ack_id
+
+    def encode(self, packet: Packet) -> bytes:
+        """Encode a packet for this link, refusing what the server would refuse.
+
+        Raises:
+            LocalProtocolError: the packet cannot be encoded with this codec (binary
+                data under JSON, NaN...) or is larger than the server's ``max_frame``;
+                nothing was sent.
+        """
+        payload = self.codec.encode(packet)
+        limit = self.welcome.options.max_frame
+        if len(payload) > limit:
+            raise LocalProtocolError(
+                f"{type(packet).__name__} of {len(payload)} bytes exceeds the server's "
+                f"max_frame of {limit} bytes"
+            )
+        return payload
+
+    async def send(self, payload: bytes) -> None:
+        """Send one encoded packet (a text frame for JSON, binary for msgpack).
+
+        Raises:
+            ConnectionClosed: the link is lost.
+        """
+        if self.error is not None:
+            raise closed_copy(self.error)
+        message = payload if self.codec.binary else payload.decode("utf-8")
+        with map_exceptions(self.target):
+            await self.ws.send_message(message)
+
+    def fail(self, error: ConnectionClosed) -> bool:
+        """Mark the link lost and fail every pending request; False if it already was."""
+        if self.error is not None:
+            return False
+        self.error = error
+        for pending in self.pending.values():
+            pending.reject(closed_copy(error))
+        self.pending.clear()
+        self.scope.cancel()
+        return True
