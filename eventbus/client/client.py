@@ -524,8 +524,12 @@ class Client:
             assert self.backoff is not None
             delay = self.backoff.delay(failures)
             failures += 1
-            logger.warning("connection to %s lost (%s); reconnecting in %.2f s", self._target,
-                           error, delay)
+            if link is not None:
+                logger.warning("connection to %s lost (%s); reconnecting in %.2f s",
+                               self._target, error, delay)
+            else:
+                logger.info("reconnecting to %s failed (%s); next attempt in %.2f s",
+                            self._target, error, delay)
             await trio.sleep(delay)
 
     @property

@@ -147,7 +147,11 @@ async def open_websocket_over(
                     with trio.move_on_after(close_timeout) as closing:
                         closing.shield = True
                         await ws.aclose()
-                    nursery.cancel_scope.cancel()
+                    # The nursery holds trio-websocket's reader alone. It ends when the
+                    # server closes the TCP connection after the closing handshake;
+                    # cancelling it now would leave a close already under way (aclose
+                    # returns at once then) waiting for a reply nobody reads.
+                    nursery.cancel_scope.deadline = trio.current_time() + close_timeout
     finally:
         if stream is not None:
             await trio.aclose_forcefully(stream)
