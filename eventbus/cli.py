@@ -1,18 +1,28 @@
 """The ``eventbus`` command: ``eventbus serve`` runs a bus (the built-in demo by
-default); the client tools talk to a running one."""
+default); the client tools ``listen``, ``publish`` and ``call`` talk to a running one.
+
+Exit status of the client tools: 0 success, 1 a runtime failure (connection refused
+or lost, handshake rejected, an error answer, a timeout), 2 a usage error (bad
+arguments, a bad URL, JSON_DATA that is not JSON), 130 interrupted (Ctrl-C).
+"""
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import signal
 import ssl
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import trio
 
+from .client import connect
+from .client.transport import check_url
+from .errors import CallTimeout, ConnectionClosed, HandshakeRejected, RequestError
 from .server import EventBus
 
 __all__ = ["build_parser", "main"]
@@ -38,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"])
     serve.set_defaults(run=_serve)
+    _add_client_commands(commands)
     return parser
 
 
@@ -121,3 +132,141 @@ async def _run(bus: EventBus, host: str, port: int, context: ssl.SSLContext | No
                     return
                 logger.info("%s: shutting down gracefully (again to stop now)", name)
                 bus.shutdown()
+
+
+# --- the client tools: listen, publish, call ---------------------------------------------
+
+_CLIENT_EPILOG = """\
+Binary data (msgpack only) is printed as {"$binary": "<hex>"}; a map sent with the
+single key "$binary" looks the same. Exit status: 0 success, 1 runtime failure
+(connection refused or lost, handshake rejected, error answer, timeout), 2 usage
+error (bad arguments, URL or JSON_DATA), 130 interrupted."""
+
+
+def _add_client_commands(commands: Any) -> None:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("url", metavar="URL", type=_ws_url, help="ws:// or wss:// URL of the bus")
+    common.add_argument("--codec", choices=["json", "msgpack"], default="json",
+                        help="wire encoding (default: json; msgpack carries binary data)")
+    common.add_argument("-H", "--header", action="append", default=[], type=_header,
+                        metavar="'NAME: VALUE'", help="extra handshake header (repeatable)")
+    layout = {"formatter_class": argparse.RawDescriptionHelpFormatter, "epilog": _CLIENT_EPILOG}
+
+    listen = commands.add_parser(
+        "listen", parents=[common], help="join rooms and print their events as JSON lines",
+        description="Join the rooms and print each event as one JSON line\n"
+        '{"room": ..., "event": ..., "data": ...}, flushed at once. Reconnects and\n'
+        "rejoins when the connection is lost; runs until interrupted.", **layout,
+    )
+    listen.add_argument("rooms", metavar="ROOM", nargs="+", help="room to join")
+    listen.set_defaults(run=_client_command(_listen))
+
+    publish = commands.add_parser(
+        "publish", parents=[common], help="publish one event to a room",
+        description="Publish an event to every member of ROOM but this client, and exit\n"
+        "once the server acknowledged it; on an error answer, print\n"
+        "'error: [code] message' to stderr.",
+        **layout,
+    )
+    publish.add_argument("room", metavar="ROOM")
+    publish.add_argument("event", metavar="EVENT")
+    publish.add_argument("data", metavar="JSON_DATA", type=_json_value, help="the data, as JSON")
+    publish.add_argument("--timeout", type=float, default=10.0,
+                         help="seconds to wait for the acknowledgment (default: 10)")
+    publish.set_defaults(run=_client_command(_publish))
+
+    call = commands.add_parser(
+        "call", parents=[common], help="call a server event and print its answer",
+        description="Send EVENT with JSON_DATA to the server's handler and print its\n"
+        "answer as one JSON line.", **layout,
+    )
+    call.add_argument("event", metavar="EVENT")
+    call.add_argument("data", metavar="JSON_DATA", type=_json_value, help="the data, as JSON")
+    call.add_argument("--timeout", type=float, default=10.0,
+                      help="seconds to wait for the answer (default: 10)")
+    call.set_defaults(run=_client_command(_call))
+
+
+def _ws_url(value: str) -> str:
+    try:
+        check_url(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return value
+
+
+def _header(value: str) -> tuple[str, str]:
+    name, colon, content = value.partition(":")
+    if not colon or not name.strip():
+        raise argparse.ArgumentTypeError(f"a header looks like 'Name: value', not {value!r}")
+    return name.strip(), content.strip()
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _json_value(value: str) -> Any:
+    try:
+        return json.loads(value, parse_constant=_no_constant)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+
+
+def _jsonable(value: Any) -> Any:
+    """Data as JSON can print it: bytes become {"$binary": hex}."""
+    if isinstance(value, bytes):
+        return {"$binary": value.hex()}
+    if isinstance(value, list):
+        return [_jsonable(item) for item in value]
+    if isinstance(value, dict):
+        return {key: _jsonable(item) for key, item in value.items()}
+    return value
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(_jsonable(value), ensure_ascii=False), flush=True)
+
+
+def _client_command(command: Any) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            trio.run(command, args)
+        except KeyboardInterrupt:
+            return 130
+        except HandshakeRejected as exc:
+            print(f"error: handshake rejected: {exc}", file=sys.stderr)
+            return 1
+        except (RequestError, CallTimeout, ConnectionClosed) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        return 0
+
+    return run
+
+
+async def _listen(args: argparse.Namespace) -> None:
+    logging.basicConfig(level="WARNING", format="eventbus listen: %(message)s")
+    rooms = ", ".join(args.rooms)
+    async with connect(args.url, codec=args.codec, headers=args.header) as client:
+
+        @client.on_reconnect
+        def reconnected() -> None:
+            print(f"eventbus listen: reconnected, joined {rooms}", file=sys.stderr, flush=True)
+
+        async with client.subscribe(*args.rooms) as events:
+            print(f"eventbus listen: joined {rooms}", file=sys.stderr, flush=True)
+            async for event in events:
+                _print_json({"room": event.room, "event": event.event, "data": event.data})
+
+
+async def _publish(args: argparse.Namespace) -> None:
+    async with connect(args.url, codec=args.codec, headers=args.header,
+                       reconnect=False) as client:
+        await client.publish(args.room, args.event, args.data, timeout=args.timeout)
+
+
+async def _call(args: argparse.Namespace) -> None:
+    async with connect(args.url, codec=args.codec, headers=args.header,
+                       reconnect=False) as client:
+        _print_json(await client.call(args.event, args.data, timeout=args.timeout))
