@@ -298,3 +298,32 @@ async def test_gap_is_counted_and_reported(autojump_clock: trio.testing.MockCloc
                 assert client.statistics()["missed"] == 8
                 received = [events.receive_nowait().data for _ in range(2)]
                 assert received == [0, 1]
+
+
+async def test_requests_wait_for_a_slot_below_max_pending() -> None:
+    bus = make_bus(max_pending=2)
+    release = trio.Event()
+    running: list[int] = []
+
+    @bus.on("wait", concurrency=8)
+    async def wait(sock: Connection, data: int) -> int:
+        running.append(data)
+        await release.wait()
+        return data
+
+    with trio.fail_after(5):
+        async with eventbus.testing.connect(bus) as client:
+            results: list[int] = []
+
+            async def call(n: int) -> None:
+                results.append(await client.call("wait", n))
+
+            async with trio.open_nursery() as nursery:
+                for n in range(5):
+                    nursery.start_soon(call, n)
+                await trio.testing.wait_all_tasks_blocked()
+                # Only max_pending requests went out; the server refused none.
+                assert len(running) == 2
+                assert client.statistics()["pending"] == 2
+                release.set()
+            assert sorted(results) == [0, 1, 2, 3, 4]

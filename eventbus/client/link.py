@@ -54,6 +54,7 @@ class Link:
         codec: The negotiated codec (``Role.CLIENT``).
         welcome: The server's WELCOME packet.
         pending: Requests sent on this link awaiting an answer, by ack id.
+        slots: Bounds the requests awaiting an answer to the server's ``max_pending``.
         error: Why the link ended, once it has.
         reader: The task reading this link (handlers run in it).
         began: When the link was established (``trio.current_time()``).
@@ -73,6 +74,10 @@ class Link:
         self.scope = trio.CancelScope()
         self.began = self.last_heard = trio.current_time()
         self._next_id = 1
+        # The server refuses requests beyond max_pending (too_many_pending): wait
+        # for a slot instead. 0 would mean no request at all; treat it as no limit.
+        limit = welcome.options.max_pending
+        self.slots = trio.Semaphore(limit) if limit > 0 else None
 
     def allocate(self) -> int:
         """A fresh ack id: counting up from 1, wrapping, skipping pending ids."""

@@ -120,16 +120,32 @@ class Session:
                 f"cannot {what} and wait for its answer inside an event handler: the answer "
                 "is read by the task that runs the handler. Start a task for it instead."
             )
-        ack_id = link.allocate()
-        payload = link.encode(make(ack_id))
-        pending = link.pending[ack_id] = Pending()
         limit = self.request_timeout if timeout is None else timeout
+        deadline = trio.current_time() + limit
+        slots = link.slots
+        if slots is not None:
+            with trio.move_on_at(deadline) as waiting:
+                await slots.acquire()
+            if waiting.cancelled_caught:
+                raise CallTimeout(f"no answer to {what} within {limit:g} s (it waited behind "
+                                  f"{len(link.pending)} requests, the server's max_pending)")
+            if link.error is not None:
+                slots.release()
+                raise closed_copy(link.error)
         try:
-            await link.send(payload)
-            with trio.move_on_after(limit):
-                await pending.done.wait()
+            ack_id = link.allocate()
+            payload = link.encode(make(ack_id))
+            pending = link.pending[ack_id] = Pending()
+            try:
+                # Not under the deadline: a send cut short would break the stream.
+                await link.send(payload)
+                with trio.move_on_at(deadline):
+                    await pending.done.wait()
+            finally:
+                link.pending.pop(ack_id, None)
         finally:
-            link.pending.pop(ack_id, None)
+            if slots is not None:
+                slots.release()
         if not pending.done.is_set():
             raise CallTimeout(f"no answer to {what} within {limit:g} s")
         if pending.error is not None:

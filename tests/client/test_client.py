@@ -47,6 +47,13 @@ async def test_publish_reaches_the_other_member_not_the_publisher() -> None:
             # Positions are kept per room for a future RESUME.
             assert a.positions == {"lobby": position}
             assert b.positions == {"lobby": position}
+            # Once B has left, A's messages no longer reach it (the ROOM_EVENT would
+            # have been written to B before the answer to B's next request).
+            await b.leave("lobby")
+            assert b.positions == {}
+            await a.publish("lobby", "chat", {"text": "anyone?"})
+            assert await b.call("echo", 2) == 2
+            assert len(seen) == 1
 
 
 async def test_subscribe_yields_in_order_and_leaving_stops_events() -> None:
