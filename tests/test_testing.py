@@ -327,3 +327,22 @@ async def test_requests_wait_for_a_slot_below_max_pending() -> None:
                 assert client.statistics()["pending"] == 2
                 release.set()
             assert sorted(results) == [0, 1, 2, 3, 4]
+
+
+async def test_unencodable_answer_to_a_server_call_becomes_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = make_bus()
+    with trio.fail_after(5):
+        async with eventbus.testing.connect(bus, codec="json") as client:
+
+            @client.on("photo")
+            def photo(data: Any) -> bytes:
+                return b"\xff\xd8"  # JSON cannot carry it
+
+            conn = bus.connections[client.sid or ""]
+            with caplog.at_level(logging.WARNING, logger="eventbus.client"), \
+                    pytest.raises(eventbus.ProtocolError) as info:
+                await conn.call("photo", None)
+            assert info.value.code == "unencodable"
+            assert "cannot be sent" in caplog.text
