@@ -21,6 +21,7 @@ from .errors import (
     Unavailable,
     UnknownEvent,
 )
+from .protocol import Position
 from .server import (
     CallResults,
     Connection,
@@ -53,6 +54,7 @@ __all__ = [
     "InternalError",
     "InvalidPayload",
     "LocalProtocolError",
+    "Position",
     "ProtocolError",
     "RateLimited",
     "RemoteProtocolError",

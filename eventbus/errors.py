@@ -30,6 +30,7 @@ protocol package can use them.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 from .codes import CloseCode, ErrorCode
@@ -168,12 +169,16 @@ class HandshakeRejected(EventBusError):
     Args:
         status: The HTTP status code (400, 401, 403, ...).
         message: The reason, sent as the response body.
+        headers: Extra response headers (for example ``WWW-Authenticate``).
     """
 
-    def __init__(self, status: int, message: str = "") -> None:
+    def __init__(
+        self, status: int, message: str = "", *, headers: Sequence[tuple[str, str]] = ()
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = tuple(headers)
 
     def __str__(self) -> str:
         return f"HTTP {self.status}: {self.message}" if self.message else f"HTTP {self.status}"

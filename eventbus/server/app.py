@@ -11,7 +11,8 @@ from __future__ import annotations
 import inspect
 import logging
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from functools import partial
 from typing import Any, TypeVar
 
@@ -491,15 +492,24 @@ class EventBus:
                 subprotocol = select_subprotocol(request.subprotocols)
                 state: Any = {}
                 if self._authenticate is not None:
-                    state = await self._authenticate(request)
+                    try:
+                        state = await self._authenticate(request)
+                    except HandshakeRejected:
+                        raise
+                    except Exception:
+                        logger.exception("authenticate hook failed")
+                        raise HandshakeRejected(500, "internal error") from None
                 try:
                     ws, response = accept_upgrade(exchange, subprotocol)
                 except WSRemoteProtocolError as exc:
-                    raise HandshakeRejected(400, str(exc)) from None
+                    hint = exc.event_hint
+                    status = getattr(hint, "status_code", 400)
+                    extra = [(k.decode(), v.decode()) for k, v in getattr(hint, "headers", [])]
+                    raise HandshakeRejected(status, str(exc), headers=extra) from None
                 await stream.send_all(response)
             except HandshakeRejected as exc:
                 body = (exc.message or "rejected").encode() + b"\n"
-                await send_response(stream, exchange, exc.status, body)
+                await send_response(stream, exchange, exc.status, body, extra=exc.headers)
                 await stream.aclose()
                 return None
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
@@ -544,27 +554,51 @@ class EventBus:
         task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve on listeners you opened; see :meth:`serve`."""
+        async with self.running() as connections, trio.open_nursery() as accepting:
+            await accepting.start(partial(
+                trio.serve_listeners, self.handle_stream, listeners,
+                handler_nursery=connections,
+            ))
+            task_status.started(listeners)
+            await self.wait_shutdown()
+            accepting.cancel_scope.cancel()
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[trio.Nursery]:
+        """Run the bus's own work (heartbeats, graceful shutdown) without listening.
+
+        :meth:`serve` uses it; use it yourself to serve streams with
+        :meth:`handle_stream` (as :mod:`eventbus.testing` does) with heartbeats
+        running. It yields a nursery that may own the connections' tasks. When the
+        block ends normally, the bus drains and closes its connections as in
+        :meth:`shutdown`; when it is cancelled, everything stops at once.
+        """
         self._stop = trio.Event()
         self._draining = False
-        async with trio.open_nursery() as connections:
-            self._conn_nursery = connections
-            connections.start_soon(self._heartbeat)
-            async with trio.open_nursery() as accepting:
-                await accepting.start(partial(
-                    trio.serve_listeners, self.handle_stream, listeners,
-                    handler_nursery=connections,
-                ))
-                task_status.started(listeners)
-                await self._stop.wait()
-                accepting.cancel_scope.cancel()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._heartbeat)
+            try:
+                yield nursery
+            except BaseException:
+                # Cancelled or failed: a hard stop, no draining.
+                nursery.cancel_scope.cancel()
+                raise
             await self._drain()
-            connections.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
+
+    async def wait_shutdown(self) -> None:
+        """Wait until :meth:`shutdown` is called."""
+        assert self._stop is not None, "the bus is not running"
+        await self._stop.wait()
 
     def shutdown(self) -> None:
         """Begin a graceful shutdown: stop accepting, answer new requests with
         ``unavailable``, let running handlers finish (up to ``drain_timeout``),
         close every connection with 1001, then return from :meth:`serve`."""
         if self._stop is not None:
+            # From now on requests are answered `unavailable`, even before the
+            # serving task wakes up to drain.
+            self._draining = True
             self._stop.set()
 
     async def _drain(self) -> None:

@@ -111,6 +111,7 @@ class Connection:
         "_direct_fd",
         "_drained",
         "_errors",
+        "_flushed",
         "_fragments",
         "_fragments_size",
         "_inbox",
@@ -118,6 +119,7 @@ class Connection:
         "_lot",
         "_nursery",
         "_outbox",
+        "_read_scope",
         "_scope",
         "_tokens",
         "_tokens_at",
@@ -159,6 +161,7 @@ class Connection:
         # an idle connection should cost as little memory as possible.
         self._outbox: Outbox | None = None
         self._writing = False
+        self._flushed: trio.Event | None = None
         self._inbox: deque[Packet] | None = None
         self._inbox_limit = config.max_pending + _INBOX_SLACK
         self._drained: trio.Event | None = None
@@ -176,6 +179,7 @@ class Connection:
         self.closed = False
         self.disconnect: Disconnect | None = None
         self._scope: trio.CancelScope | None = None
+        self._read_scope: trio.CancelScope | None = None
         self._nursery: trio.Nursery | None = None
         now = trio.current_time()
         self.next_ping = now + config.ping_interval
@@ -387,6 +391,8 @@ class Connection:
             self._abort(CloseCode.GOING_AWAY, "connection lost", by_server=False)
         finally:
             self._writing = False
+            if self._flushed is not None:
+                self._flushed.set()
 
     # --- receiving ----------------------------------------------------------------
 
@@ -402,8 +408,15 @@ class Connection:
                         Delivery.RELIABLE, None, None,
                     )
                     await bus._connected(self)
-                    await self._read_loop()
+                    with trio.CancelScope() as self._read_scope:
+                        await self._read_loop()
                     self.closed = True
+                    if self._writing:
+                        # Let the writer send what is queued (the reply to the
+                        # client's close frame, above all) before tearing down.
+                        self._flushed = trio.Event()
+                        with trio.move_on_after(bus.config.close_timeout):
+                            await self._flushed.wait()
                     nursery.cancel_scope.cancel()
         finally:
             await self._cleanup()
@@ -412,7 +425,7 @@ class Connection:
         ws = self._ws
         stream = self.stream
         # Bytes that arrived with the handshake are already in wsproto.
-        if not self._handle_events(ws):
+        if self.closed or not self._handle_events(ws):
             return
         while True:
             if self._inbox is not None and len(self._inbox) >= self._inbox_limit:
@@ -457,7 +470,13 @@ class Connection:
         return False
 
     def _on_message(self, event: Message[Any]) -> bool:
-        size = self._fragments_size + len(event.data)
+        data = event.data
+        # max_frame counts bytes. wsproto hands text over decoded; a character is at
+        # most 4 UTF-8 bytes, so only a long text needs measuring.
+        length = len(data)
+        if isinstance(data, str) and length * 4 > self._bus.config.max_frame - self._fragments_size:
+            length = len(data.encode("utf-8", "surrogatepass"))
+        size = self._fragments_size + length
         if size > self._bus.config.max_frame:
             self._abort(
                 CloseCode.MESSAGE_TOO_BIG,
@@ -494,25 +513,20 @@ class Connection:
         try:
             packet = self._codec.decode(message)
         except RemoteProtocolError as exc:
-            self._errors += 1
-            self._reply_error(exc.ack_id, exc)
-            if self._errors >= config.max_errors:
-                self._abort(CloseCode.TOO_MANY_ERRORS, f"{self._errors} protocol errors in a row")
-                return False
-            return True
-        self._errors = 0
+            return self._protocol_error(exc)
         if isinstance(packet, Ack | ErrorReply):
+            self._errors = 0
             self._on_reply(packet)
             return True
         ack_id = getattr(packet, "ack_id", None)
+        if ack_id is not None and ack_id in self._client_acks:
+            # Not answered with the id: the client would take it for the answer to
+            # its first request with that id, which is still running.
+            return self._protocol_error(RemoteProtocolError(
+                f"ack id {ack_id} is already pending; request not processed",
+                code=ErrorCode.INVALID_PACKET))
+        self._errors = 0
         if ack_id is not None:
-            if ack_id in self._client_acks:
-                # Not answered with the id: the client would take it for the answer
-                # to its first request with that id, which is still running.
-                self._reply_error(None, RemoteProtocolError(
-                    f"ack id {ack_id} is already pending; request not processed",
-                    code=ErrorCode.INVALID_PACKET))
-                return True
             if len(self._client_acks) >= config.max_pending:
                 self._reply_error(ack_id, TooManyPending(
                     f"{len(self._client_acks)} requests already await an answer"))
@@ -527,6 +541,14 @@ class Connection:
         elif self._nursery is not None:
             self._worker = True
             self._nursery.start_soon(self._work)
+        return True
+
+    def _protocol_error(self, exc: RemoteProtocolError) -> bool:
+        self._errors += 1
+        self._reply_error(exc.ack_id, exc)
+        if self._errors >= self._bus.config.max_errors:
+            self._abort(CloseCode.TOO_MANY_ERRORS, f"{self._errors} protocol errors in a row")
+            return False
         return True
 
     def _take_token(self, rate: int, burst: int) -> bool:
@@ -615,23 +637,34 @@ class Connection:
             self.disconnect = Disconnect(code, reason, by_server)
 
     def _abort(self, code: int, reason: str, *, by_server: bool = True) -> None:
-        """End the connection now, from any context: best-effort close frame, then
-        the TCP connection is dropped by the connection's task."""
+        """End the connection from any context: stop reading, send a close frame
+        after what is queued (or instead of it, for a slow consumer), and let the
+        connection's task drop the TCP connection within ``close_timeout``."""
         if self.closed:
             return
         self._record(code, reason, by_server=by_server)
-        if by_server and self._ws.state is ConnectionState.OPEN and self._direct_fd >= 0:
+        self._closing = True
+        box = self._outbox
+        # A peer that does not read (slow consumer) or does not answer (heartbeat)
+        # gets its close frame only if the socket takes it at once; one that is
+        # merely misbehaving gets what is queued, then the close frame.
+        unresponsive = code in (CloseCode.SLOW_CONSUMER, CloseCode.HEARTBEAT_TIMEOUT)
+        if (unresponsive or not by_server) and box is not None:
+            box.clear()
+        if by_server and self._ws.state is ConnectionState.OPEN:
             short = reason.encode()[:123].decode("utf-8", "ignore")
             frame = self._ws.send(CloseConnection(code=code, reason=short))
-            if (self._outbox is None or self._outbox.idle) and not self._writing:
+            if not unresponsive:
+                self._send_control(frame)
+            elif not self._writing and self._direct_fd >= 0:
                 with contextlib.suppress(OSError):
                     os.write(self._direct_fd, frame)
-        self._closing = True
         self.closed = True
-        if self._outbox is not None:
-            self._outbox.clear()
-        if self._scope is not None:
-            self._scope.cancel()
+        if unresponsive or not by_server:
+            if self._scope is not None:
+                self._scope.cancel()
+        elif self._read_scope is not None:
+            self._read_scope.cancel()
 
     async def _cleanup(self) -> None:
         self.closed = True
@@ -645,7 +678,12 @@ class Connection:
             pending.done.set()
         if self._outbox is not None:
             self._outbox.clear()
-        await self._bus._disconnected(self)
+        try:
+            await self._bus._disconnected(self)
+        finally:
+            await self._close_stream()
+
+    async def _close_stream(self) -> None:
         # A TLS close_notify may wait on a peer that is gone: give it a second.
         with trio.CancelScope(shield=True):
             with trio.move_on_after(1.0) as scope:

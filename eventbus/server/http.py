@@ -116,6 +116,10 @@ async def read_request(stream: trio.abc.Stream) -> HttpExchange | None:
         except h11.RemoteProtocolError as exc:
             raise HandshakeRejected(exc.error_status_hint, f"bad request: {exc}") from None
         if isinstance(event, h11.Request):
+            # h11 bounds only a head still arriving; bound a complete one too.
+            size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
+            if size > _MAX_REQUEST:
+                raise HandshakeRejected(431, "request head too large")
             trailing, _closed = conn.trailing_data
             return HttpExchange(conn, event, bytes(trailing))
         if event is h11.NEED_DATA:

@@ -80,10 +80,15 @@ async def raw_client(
     ) as ws:
         client_codec: Codec = (MsgpackCodec if codec == "msgpack" else JsonCodec)(Role.CLIENT)
         raw = Raw(ws, client_codec)
-        welcome = await raw.recv()
-        assert isinstance(welcome, Welcome)
-        raw.welcome = welcome
-        yield raw
+        try:
+            welcome = await raw.recv()
+            assert isinstance(welcome, Welcome)
+            raw.welcome = welcome
+            yield raw
+        finally:
+            # trio-websocket 0.12 leaves its TCP stream open when the server
+            # starts the close; close it so no socket outlives the test.
+            await trio.aclose_forcefully(ws._stream)
 
 
 def open_bus(**settings: Any) -> EventBus:
