@@ -12,8 +12,12 @@ heartbeats run instantly.
 Each reconnection opens a fresh stream pair to the same bus, so reconnecting
 after the server closed a connection (``sock.close(1001)``) can be tested too.
 
-Note: ``handle_stream`` alone serves connections but does not run the bus's
-heartbeat (the server's pings) or its shutdown; those belong to ``serve``.
+``handle_stream`` alone serves connections without the bus's heartbeat (the
+server's pings) and graceful shutdown; wrap the test in
+``async with bus.running():`` to have those too::
+
+    async with bus.running(), eventbus.testing.connect(bus) as client:
+        ...
 """
 
 from __future__ import annotations

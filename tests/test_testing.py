@@ -346,3 +346,32 @@ async def test_unencodable_answer_to_a_server_call_becomes_an_error(
                 await conn.call("photo", None)
             assert info.value.code == "unencodable"
             assert "cannot be sent" in caplog.text
+
+
+async def test_server_heartbeat_closes_a_silent_client_under_autojump(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    bus = make_bus(ping_interval=4, ping_timeout=2)
+    ended: list[eventbus.Disconnect] = []
+    done = trio.Event()
+
+    @bus.on_disconnect
+    async def gone(sock: Connection, disconnect: eventbus.Disconnect) -> None:
+        ended.append(disconnect)
+        done.set()
+
+    started = time.monotonic()
+    with trio.fail_after(100):
+        async with bus.running(), freezable_client(bus) as (client, streams):
+            assert await client.call("echo", 1) == 1
+            await trio.sleep(30)  # pings every 4 s, all answered
+            assert client.connected
+            assert not ended
+            frozen_at = trio.current_time()
+            streams[0].frozen = True
+            await done.wait()
+            # The server pings within ping_interval, then waits ping_timeout.
+            assert trio.current_time() - frozen_at <= 4 + 2 + 1
+            bus.shutdown()
+    assert [d.code for d in ended] == [4002]
+    assert time.monotonic() - started < 5  # 40 virtual seconds, no real sleeping
