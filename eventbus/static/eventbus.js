@@ -1,0 +1,419 @@
+/**
+ * eventbus.js: the browser client of the eventbus protocol v1 (protocol/PROTOCOL.md).
+ *
+ * A dependency-free ES module over the browser's own WebSocket. The eventbus server
+ * serves it at `GET /eventbus.js`; serve a copy with your pages, or import it from the
+ * eventbus server when the page has the same origin (module imports are CORS requests,
+ * and that answer carries no Access-Control-Allow-Origin header).
+ *
+ *   import { connect } from "/eventbus.js";
+ *   const bus = connect("ws://localhost:8765/");     // connect(): the server it came from
+ *   bus.on("chat", (data, meta) => console.log(meta.room, data));
+ *   await bus.ready;                                 // resolves after WELCOME
+ *   await bus.join("lobby");                         // -> [epoch, seq]
+ *   await bus.publish("lobby", "chat", { text: "hi" });   // -> [epoch, seq] or null
+ *   const answer = await bus.call("profile.get", { user: "ada" }, { timeout: 5000 });
+ *
+ * connect(url?, options?) -> Client. `url` defaults to the server this script came
+ * from. Options:
+ *   codec      "json" (default) or "msgpack"; offered as subprotocol
+ *              eventbus.v1.json / eventbus.v1.msgpack (only the chosen one).
+ *   msgpack    { encode, decode }, e.g. from @msgpack/msgpack; required for "msgpack"
+ *              (giving it makes "msgpack" the default). Binary data is sent as a
+ *              Uint8Array and arrives as one. JSON connections cannot carry binary data:
+ *              sending it (or NaN/Infinity) throws a TypeError locally.
+ *   reconnect  true (default: { initial: 500, factor: 2, cap: 30000 } ms), false, or
+ *              { initial, factor, cap }: exponential backoff with full jitter, i.e. a
+ *              random wait in [0, min(cap, initial * factor ** attempt)]; the attempt
+ *              count resets once a connection has stayed up for 10 s.
+ *   timeout    default request timeout in ms (10000); 0 means none.
+ *   onwelcome, onreconnect, ondisconnect, onerror, ongap: the hooks below.
+ *   WebSocket  a WebSocket class to use instead of globalThis.WebSocket.
+ *
+ * Client:
+ *   ready                    promise of the client, resolved on the first WELCOME; rejected
+ *                            if the client closes for good before that.
+ *   sid, options, protocol   from the current connection's WELCOME (options: server limits).
+ *   connected, closed        booleans; rooms: Map room -> last position [epoch, seq].
+ *   emit(event, data)        fire and forget; an error comes back through onerror. Throws
+ *                            if the data cannot be encoded or the client is closed.
+ *   call(event, data, {timeout}) -> promise of the server handler's answer.
+ *   join(room) -> position, leave(room) -> null, publish(room, event, data) -> position.
+ *   on(event, handler)       one handler per event name, for direct events and room events
+ *                            alike: handler(data, meta), meta = { event, room: null } or
+ *                            { event, room, epoch, seq }. For a server call (an event with
+ *                            an ack id) its return value, or awaited promise, is the answer;
+ *                            a thrown error answers with its `code` (if it is a valid code)
+ *                            or internal_error; no handler answers unknown_event.
+ *   off(event), close()      close() stops for good (close code 1000, no reconnect).
+ *
+ * Requests return promises that reject with an EventBusError whose `code` is the
+ * server's error code, or "timeout", or "disconnected": requests on the wire when the
+ * connection drops fail at once (nothing is retried). Requests made while the client is
+ * not connected wait in a queue and go out right after the next WELCOME (their timeout
+ * runs meanwhile).
+ *
+ * Hooks (assign them or pass them as options):
+ *   onwelcome({ sid, options })                 every WELCOME.
+ *   ondisconnect({ code, reason, reconnect })   every close; reconnect: whether it will.
+ *   onreconnect({ sid, rooms })                 after a reconnect, once the rooms were joined
+ *       again; rooms: [{ room, position } or { room, error }] (a room whose JOIN the server
+ *       refused is dropped from `rooms`).
+ *   onerror(err)   an ERROR without ack id (e.g. `unencodable`, or a failed emit).
+ *   ongap({ room, count })   `count` messages for `room` (null: direct events) were dropped.
+ *   Without onerror / ongap, those are logged with console.warn.
+ *
+ * Reconnecting happens on every close except 1000, 1002, 1007, 1009, 4000, 4003, 4004
+ * (PROTOCOL.md section 14). Rooms are joined again with JOIN; RESUME is not sent, since
+ * the reference server v0.1 keeps no sessions.
+ *
+ * Reconnecting also covers refused handshakes (401, 403): a browser reports them as a
+ * plain failed connection (1006), with no status to tell them apart.
+ *
+ * No heartbeat watchdog (PROTOCOL.md section 11 asks clients for one): the browser
+ * answers the server's pings itself and hides them from JavaScript, so "nothing received
+ * for ping_interval + ping_timeout" would also fire on a healthy connection that is
+ * merely quiet. The cost: a network path that dies silently is noticed only when the
+ * browser's TCP stack gives up on it (it then fires close, and the client reconnects),
+ * not after 45 s.
+ */
+
+const WELCOME = 0, EMIT = 1, EVENT = 2, ROOM_EVENT = 3, JOIN = 4, LEAVE = 5, PUBLISH = 6;
+const ACK = 7, ERROR = 8, GAP = 9;
+const MAX_ACK_ID = 2 ** 31 - 1;
+const CODE = /^[a-z][a-z0-9_]{0,63}$/;
+const SUBPROTOCOL = { json: "eventbus.v1.json", msgpack: "eventbus.v1.msgpack" };
+const FINAL_CLOSE_CODES = new Set([1000, 1002, 1007, 1009, 4000, 4003, 4004]);
+const STABLE_MS = 10000;
+
+/** An error with a wire code (or "timeout" / "disconnected"). */
+export class EventBusError extends Error {
+  constructor(code, message) {
+    super(message || code);
+    this.name = "EventBusError";
+    this.code = code;
+  }
+}
+
+/** Open a client; see the top of this file. */
+export function connect(url, options = {}) {
+  return new Client(url, options);
+}
+
+function defaultUrl() {
+  const url = new URL("/", import.meta.url);
+  url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+  return url.href;
+}
+
+function noBinaryOrNonFinite(key, value) {
+  if (typeof value === "number" && !Number.isFinite(value)) {
+    throw new TypeError(`${value} cannot be sent: only finite numbers are allowed`);
+  }
+  if (value instanceof ArrayBuffer || ArrayBuffer.isView(value)) {
+    throw new TypeError("binary data cannot be sent over JSON: use the msgpack codec");
+  }
+  return value;
+}
+
+function report(error) {
+  (globalThis.reportError ?? console.error)(error);
+}
+
+export class Client {
+  constructor(url, options = {}) {
+    this.url = url ?? defaultUrl();
+    const { msgpack } = options;
+    this.codec = options.codec ?? (msgpack ? "msgpack" : "json");
+    if (this.codec === "msgpack") {
+      if (typeof msgpack?.encode !== "function" || typeof msgpack?.decode !== "function") {
+        throw new TypeError('codec "msgpack" needs options.msgpack = { encode, decode }');
+      }
+      this._encode = (packet) => msgpack.encode(packet);
+      this._decode = (raw) => {
+        if (!(raw instanceof ArrayBuffer)) throw new TypeError("text frame on msgpack");
+        return msgpack.decode(new Uint8Array(raw));
+      };
+    } else if (this.codec === "json") {
+      this._encode = (packet) => JSON.stringify(packet, noBinaryOrNonFinite);
+      this._decode = (raw) => {
+        if (typeof raw !== "string") throw new TypeError("binary frame on JSON");
+        return JSON.parse(raw);
+      };
+    } else {
+      throw new TypeError(`unknown codec ${JSON.stringify(this.codec)}`);
+    }
+    const reconnect = options.reconnect ?? true;
+    this._backoff = reconnect === false ? null : {
+      initial: 500, factor: 2, cap: 30000, ...(reconnect === true ? {} : reconnect),
+    };
+    this.timeout = options.timeout ?? 10000;
+    this._WebSocket = options.WebSocket ?? globalThis.WebSocket;
+    for (const hook of ["onwelcome", "onreconnect", "ondisconnect", "onerror", "ongap"]) {
+      this[hook] = options[hook] ?? null;
+    }
+    this.sid = null;
+    this.options = null;
+    this.protocol = null;
+    this.connected = false;
+    this.closed = false;
+    this.rooms = new Map();
+    this._resumeToken = null; // secret (PROTOCOL.md section 16); kept for a future RESUME
+    this._handlers = new Map();
+    this._pending = new Map(); // ack id -> { resolve, reject, timer, sent }
+    this._queue = []; // [{ frame, id, entry }] waiting for a connection
+    this._lastId = 0;
+    this._attempt = 0;
+    this._upSince = 0;
+    this._welcomed = false;
+    this._ws = null;
+    this._timer = null;
+    this.ready = new Promise((resolve, reject) => {
+      this._ready = { resolve, reject };
+    });
+    this.ready.catch(() => {}); // not awaiting `ready` is fine
+    this._open();
+  }
+
+  // --- the API ------------------------------------------------------------------------
+
+  emit(event, data = null) {
+    this._transmit({ frame: this._encode([EMIT, event, data]) });
+  }
+
+  call(event, data = null, { timeout = this.timeout } = {}) {
+    return this._request([EMIT, event, data], timeout);
+  }
+
+  async join(room) {
+    const position = await this._request([JOIN, room]);
+    this.rooms.set(room, position);
+    return position;
+  }
+
+  leave(room) {
+    this.rooms.delete(room);
+    return this._request([LEAVE, room]);
+  }
+
+  async publish(room, event, data = null) {
+    const position = await this._request([PUBLISH, room, event, data]);
+    if (position && this.rooms.has(room)) this.rooms.set(room, position);
+    return position;
+  }
+
+  on(event, handler) {
+    this._handlers.set(event, handler);
+    return this;
+  }
+
+  off(event) {
+    this._handlers.delete(event);
+    return this;
+  }
+
+  close() {
+    if (this.closed) return;
+    clearTimeout(this._timer);
+    this._shutdown(new EventBusError("disconnected", "the client was closed"));
+    if (this._ws) this._ws.close(1000);
+  }
+
+  // --- requests -----------------------------------------------------------------------
+
+  _request(packet, timeout = this.timeout) {
+    if (this.closed) {
+      return Promise.reject(new EventBusError("disconnected", "the client is closed"));
+    }
+    const id = this._nextId();
+    let frame;
+    try {
+      frame = this._encode([...packet, id]);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    return new Promise((resolve, reject) => {
+      const entry = { resolve, reject, timer: null, sent: false };
+      if (timeout > 0 && timeout < Infinity) {
+        entry.timer = setTimeout(() => this._settle(id, entry,
+          new EventBusError("timeout", `no answer within ${timeout} ms`)), timeout);
+      }
+      this._pending.set(id, entry);
+      this._transmit({ frame, id, entry });
+    });
+  }
+
+  /** 1 to 2^31-1, wrapping, skipping ids still pending. */
+  _nextId() {
+    do {
+      this._lastId = this._lastId >= MAX_ACK_ID ? 1 : this._lastId + 1;
+    } while (this._pending.has(this._lastId));
+    return this._lastId;
+  }
+
+  _transmit(item) {
+    if (!this.connected) {
+      if (this.closed) throw new EventBusError("disconnected", "the client is closed");
+      this._queue.push(item);
+      return;
+    }
+    if (item.entry && this._pending.get(item.id) !== item.entry) return; // timed out
+    this._ws.send(item.frame);
+    if (item.entry) item.entry.sent = true;
+  }
+
+  /** Settle a pending request with a value, or with an Error to reject it. */
+  _settle(id, entry, outcome) {
+    if (this._pending.get(id) !== entry) return;
+    this._pending.delete(id);
+    clearTimeout(entry.timer);
+    if (outcome instanceof Error) entry.reject(outcome);
+    else entry.resolve(outcome);
+  }
+
+  // --- the connection -----------------------------------------------------------------
+
+  _open() {
+    const ws = new this._WebSocket(this.url, [SUBPROTOCOL[this.codec]]);
+    ws.binaryType = "arraybuffer";
+    ws.onmessage = (event) => this._onMessage(ws, event.data);
+    ws.onclose = (event) => this._onClose(ws, event.code, event.reason);
+    this._ws = ws;
+  }
+
+  _onClose(ws, code, reason) {
+    if (ws !== this._ws) return;
+    this._ws = null;
+    this.connected = false;
+    for (const [id, entry] of this._pending) {
+      if (entry.sent) {
+        this._settle(id, entry, new EventBusError("disconnected", `connection closed (${code})`));
+      }
+    }
+    const reconnect = Boolean(this._backoff) && !this.closed && !FINAL_CLOSE_CODES.has(code);
+    this._hook("ondisconnect", { code, reason, reconnect });
+    if (!reconnect) {
+      this._shutdown(new EventBusError("disconnected", `connection closed (${code})`));
+      return;
+    }
+    if (this._upSince && Date.now() - this._upSince >= STABLE_MS) this._attempt = 0;
+    this._upSince = 0;
+    const { initial, factor, cap } = this._backoff;
+    const delay = Math.random() * Math.min(cap, initial * factor ** this._attempt++);
+    this._timer = setTimeout(() => {
+      this._timer = null;
+      if (!this.closed) this._open();
+    }, delay);
+  }
+
+  _shutdown(error) {
+    this.closed = true;
+    this.connected = false;
+    for (const [id, entry] of this._pending) this._settle(id, entry, error);
+    this._queue = [];
+    this._ready.reject(error);
+  }
+
+  _onMessage(ws, raw) {
+    if (ws !== this._ws) return;
+    let packet;
+    try {
+      packet = this._decode(raw);
+    } catch {
+      return; // an invalid packet from the server is ignored (PROTOCOL.md section 7.4)
+    }
+    if (!Array.isArray(packet)) return;
+    const [type, a, b, c, d, e] = packet;
+    switch (type) {
+      case WELCOME:
+        return this._onWelcome(ws, a, b, c);
+      case EVENT:
+        return this._dispatch(ws, a, b, { event: a, room: null }, packet.length > 3 ? c : null);
+      case ROOM_EVENT:
+        if (this.rooms.has(a)) this.rooms.set(a, [d, e]);
+        return this._dispatch(ws, b, c, { event: b, room: a, epoch: d, seq: e }, null);
+      case ACK:
+      case ERROR: {
+        const entry = this._pending.get(a);
+        if (entry) this._settle(a, entry, type === ACK ? b : new EventBusError(b, c));
+        else if (type === ERROR && a === null) this._hook("onerror", new EventBusError(b, c));
+        return; // an answer with an unknown ack id is ignored
+      }
+      case GAP:
+        return this._hook("ongap", { room: a, count: b });
+    }
+  }
+
+  _onWelcome(ws, sid, resumeToken, options) {
+    this.sid = sid;
+    this._resumeToken = resumeToken;
+    this.options = options;
+    this.protocol = ws.protocol || SUBPROTOCOL.json;
+    this.connected = true;
+    this._upSince = Date.now();
+    const reconnected = this._welcomed;
+    this._welcomed = true;
+    // JOINs first, then the queued requests: the server handles packets in order.
+    const rejoined = reconnected ? [...this.rooms.keys()].map((room) => this.join(room).then(
+      (position) => ({ room, position }),
+      (error) => {
+        if (error.code !== "disconnected" && error.code !== "timeout") this.rooms.delete(room);
+        return { room, error };
+      },
+    )) : [];
+    const queue = this._queue;
+    this._queue = [];
+    for (const item of queue) this._transmit(item);
+    this._hook("onwelcome", { sid, options });
+    if (!reconnected) this._ready.resolve(this);
+    else {
+      Promise.all(rejoined).then((rooms) => {
+        if (ws === this._ws) this._hook("onreconnect", { sid, rooms });
+      });
+    }
+  }
+
+  /** Run the handler of a direct or room event; answer it if it is a server call. */
+  _dispatch(ws, event, data, meta, ackId) {
+    const handler = this._handlers.get(event);
+    const answer = (packet) => {
+      if (ws !== this._ws || !this.connected) return; // that connection is gone
+      let frame;
+      try {
+        frame = this._encode(packet);
+      } catch (error) {
+        frame = this._encode([ERROR, ackId, "unencodable", String(error.message)]);
+      }
+      ws.send(frame);
+    };
+    if (!handler) {
+      if (ackId !== null) answer([ERROR, ackId, "unknown_event", `no handler for ${event}`]);
+      return;
+    }
+    Promise.resolve().then(() => handler(data, meta)).then(
+      (value) => ackId !== null && answer([ACK, ackId, value ?? null]),
+      (error) => {
+        if (ackId === null) return report(error);
+        const code = typeof error?.code === "string" && CODE.test(error.code)
+          ? error.code : "internal_error";
+        const message = code === "internal_error" ? "the client's handler failed"
+          : String(error?.message ?? "");
+        answer([ERROR, ackId, code, message]);
+      },
+    );
+  }
+
+  _hook(name, arg) {
+    const hook = this[name];
+    if (!hook) {
+      if (name === "onerror") console.warn(`eventbus: [${arg.code}] ${arg.message}`);
+      if (name === "ongap") console.warn(`eventbus: ${arg.count} lost in ${arg.room}`);
+      return;
+    }
+    try {
+      hook.call(this, arg);
+    } catch (error) {
+      report(error);
+    }
+  }
+}
