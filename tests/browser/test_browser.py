@@ -1,0 +1,257 @@
+"""The browser client (eventbus/static/eventbus.js) in a real headless Chromium.
+
+The test runs an eventbus server on 127.0.0.1 in-process, then ``node run.mjs``, which
+drives two pages with playwright-core and the system's Chromium: page A speaks JSON,
+page B msgpack (@msgpack/msgpack). run.mjs serves the test page (page.html) and the
+msgpack ESM build through page routes on the server's origin, so the pages load
+``/eventbus.js`` from the server itself. It prints what happened as JSON; the assertions
+are here.
+
+Needs node, npm and chromium (``CHROMIUM`` names another binary). Without them the test
+is skipped, with the reason, except under CI (``CI=true``), where that is a failure.
+``npm ci`` runs in tests/browser/ when its node_modules is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+
+from eventbus import EventBus
+from eventbus.codes import CloseCode
+from eventbus.server import Connection, Delivery
+
+HERE = Path(__file__).resolve().parent
+FLOOD_PAYLOAD = "x" * 65_536
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def tools() -> tuple[str, str, str]:
+    """node, npm and chromium, or skip (fail under CI) naming what is missing."""
+    chromium = os.environ.get("CHROMIUM") or shutil.which("chromium")
+    found = {"node": shutil.which("node"), "npm": shutil.which("npm"), "chromium": chromium}
+    missing = [name for name, path in found.items() if not path]
+    if missing:
+        reason = f"browser test needs {', '.join(missing)} (not found on PATH)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return found["node"] or "", found["npm"] or "", found["chromium"] or ""
+
+
+async def _npm_ci(npm: str, capsys: pytest.CaptureFixture[str]) -> None:
+    if (HERE / "node_modules" / "playwright-core").is_dir():
+        return
+    with capsys.disabled():
+        print("\ntests/browser: node_modules missing, running `npm ci` (once; takes a while)")
+    proc = await trio.run_process(
+        [npm, "ci", "--no-audit", "--no-fund"], cwd=HERE, capture_stdout=True,
+        capture_stderr=True, check=False,
+    )
+    assert proc.returncode == 0, f"npm ci failed:\n{proc.stderr.decode(errors='replace')}"
+
+
+def _make_bus() -> EventBus:
+    # A small outbound queue, so that the flood below drops messages and sends GAP.
+    bus = EventBus(open_rooms=True, send_queue_size=32)
+
+    @bus.on("echo")
+    async def echo(sock: Connection, data: Any) -> Any:
+        return data
+
+    @bus.on("slow", concurrency=8)
+    async def slow(sock: Connection, ms: int) -> str:
+        await trio.sleep(ms / 1000)
+        return "late"
+
+    @bus.on("ask")
+    async def ask(sock: Connection, data: dict[str, Any]) -> Any:
+        # The client's error answer comes back as a RequestError, which answers
+        # this request with the same code.
+        return await sock.call(data["event"], data["data"], timeout=5)
+
+    @bus.on("notify")
+    async def notify(sock: Connection, data: Any) -> None:
+        sock.emit("notice", data)
+
+    @bus.on("kick")
+    async def kick(sock: Connection, data: Any) -> None:
+        sock.close(CloseCode.INTERNAL_ERROR, "kicked by the test")
+
+    @bus.on("flood")
+    async def flood(sock: Connection, count: int) -> int:
+        # Synchronous sends: the socket takes a frame or two, the queue 32, the rest
+        # is dropped and reported to the client by GAP once the queue has room.
+        for _ in range(count):
+            sock.emit("tick", FLOOD_PAYLOAD, delivery=Delivery.VOLATILE)
+        # The (reliable) answer must not find the queue full: that would close with 4001.
+        for _ in range(1000):  # 10 s at most
+            if not sock.statistics()["queued_messages"]:
+                break
+            await trio.sleep(0.01)
+        return count
+
+    return bus
+
+
+async def _run_pages(node: str, chromium: str) -> tuple[dict[str, Any], str]:
+    bus = _make_bus()
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(bus.serve, "127.0.0.1", 0)
+        port = listeners[0].socket.getsockname()[1]
+        with trio.fail_after(50):
+            proc = await trio.run_process(
+                [node, str(HERE / "run.mjs"), f"http://127.0.0.1:{port}"],
+                capture_stdout=True, capture_stderr=True, check=False,
+                env={**os.environ, "CHROMIUM": chromium},
+            )
+        nursery.cancel_scope.cancel()
+    stdout = proc.stdout.decode(errors="replace")
+    detail = f"run.mjs exit {proc.returncode}\nstderr:\n{proc.stderr.decode(errors='replace')}"
+    assert proc.returncode == 0, f"{detail}\nstdout:\n{stdout}"
+    result: dict[str, Any] = json.loads(stdout)
+    detail += "\nconsole:\n" + "\n".join(result.get("console", []))
+    if "failure" in result:
+        # What the pages saw so far; the server's own log is in pytest's captured log.
+        partial = json.dumps(result, ensure_ascii=False)[-6000:]
+        pytest.fail(f"run.mjs: {result['failure']}\n{_dropped_again(result)}{detail}"
+                    f"\nresult so far:\n{partial}")
+    return result, detail
+
+
+def _dropped_again(result: dict[str, Any]) -> str:
+    """Say so when the server dropped page A's new connection after the reconnect."""
+    disconnects = result.get("reconnect", {}).get("disconnects", [])
+    if len(disconnects) < 2:
+        return ""
+    return (
+        f"page A's connection closed again after reconnecting: {disconnects[1:]}; right after "
+        "WELCOME the client sends its JOIN and its queued request back to back (see the "
+        "server's log for why it dropped them)\n"
+    )
+
+
+def _rejected(outcome: dict[str, Any], code: str) -> bool:
+    return outcome["ok"] is False and outcome["code"] == code
+
+
+# Chromium's start and `npm ci` take most of the time; the pages themselves take ~3 s.
+@pytest.mark.timeout(180)
+async def test_browser_client(
+    tools: tuple[str, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    node, npm, chromium = tools
+    await _npm_ci(npm, capsys)
+    r, detail = await _run_pages(node, chromium)
+
+    # Handshake: the negotiated subprotocol, WELCOME, connect() without a URL.
+    a, b = r["welcomeA"], r["welcomeB"]
+    assert a["same"], detail
+    assert b["same"], detail
+    assert a["protocol"] == "eventbus.v1.json", detail
+    assert b["protocol"] == "eventbus.v1.msgpack", detail
+    assert a["url"] == b["url"], detail
+    assert a["sid"] != b["sid"], detail
+    for welcome in (a, b):
+        assert welcome["options"]["max_pending"] == 64
+        assert welcome["options"]["ping_interval"] == 25_000
+
+    # Rooms: every message reaches the other member once, never its sender, with the
+    # position its publisher was acked.
+    join_a, join_b = r["joinA"], r["joinB"]
+    assert join_a["ok"], detail
+    epoch = join_a["value"][0]
+    assert join_b["value"] == [epoch, 0], detail
+    acks = [r[f"pub{n}"] for n in (1, 2, 3, 4)]
+    assert all(ack["ok"] for ack in acks), detail
+    assert [ack["value"] for ack in acks] == [[epoch, n] for n in (1, 2, 3, 4)], detail
+    assert [m["data"] for m in r["chatB"]] == [
+        {"text": "one", "from": "A"}, {"text": "three", "from": "A"}], detail
+    assert [m["data"] for m in r["chatA"]] == [
+        {"text": "two", "from": "B"}, {"text": "four", "from": "B"}], detail
+    assert [m["meta"] for m in r["chatB"]] == [
+        {"event": "chat", "room": "lobby", "epoch": epoch, "seq": seq} for seq in (1, 3)]
+    assert [m["meta"]["seq"] for m in r["chatA"]] == [2, 4], detail
+    assert r["roomsA"] == {"lobby": [epoch, 4]}, detail
+
+    # Binary data over msgpack comes back byte for byte, as Uint8Array.
+    assert r["echoBinary"] == {"ok": True, "value": {"bytes": list(range(256))},
+                               "ms": r["echoBinary"]["ms"]}, detail
+    assert r["echoNested"]["value"] == {
+        "blob": {"bytes": [0, 255, 128]}, "list": [1, 2.5, "é", None]}, detail
+    assert r["echoIsUint8Array"] is True, detail
+    # A binary room message cannot reach the JSON page: it gets `unencodable` instead
+    # (an ERROR without ack id, reported through onerror), and its handler never runs.
+    assert r["pubBinary"]["value"] == [epoch, 5], detail
+    assert [e["code"] for e in r["errorsA"]] == ["unencodable"], detail
+    assert r["blobA"] == [], detail
+    # The JSON client refuses binary data and NaN itself; the connection is unharmed.
+    assert r["echoBinaryOverJson"]["ok"] is False, detail
+    assert r["echoBinaryOverJson"]["name"] == "TypeError", detail
+    assert r["echoNaN"]["name"] == "TypeError", detail
+    assert r["echoJson"]["value"] == {"x": 1, "s": "héllo ✓", "n": None}, detail
+
+    # Request errors.
+    assert _rejected(r["timeout"], "timeout"), detail
+    assert 250 <= r["timeout"]["ms"] < 1500, detail
+    assert _rejected(r["unknown"], "unknown_event"), detail
+    assert _rejected(r["reserved"], "invalid_name"), detail
+
+    # Server calls answered by the pages' handlers.
+    assert _rejected(r["askA"], "forbidden"), detail
+    assert r["askB"]["value"] == {
+        "ok": True, "data": 2, "meta": {"event": "confirm", "room": None}}, detail
+    assert _rejected(r["askCrash"], "internal_error"), detail
+    assert _rejected(r["askNoHandler"], "unknown_event"), detail
+
+    # A direct event; dropped volatile events are reported by GAP, none lost silently.
+    assert r["notify"]["ok"], detail
+    assert r["noticeA"] == [{"data": "hello", "meta": {"event": "notice", "room": None}}]
+    assert r["flood"]["value"] == 300, detail
+    flood = r["floodB"]
+    assert flood["gaps"], detail
+    assert all(gap["room"] is None for gap in flood["gaps"]), detail
+    assert flood["ticks"] + sum(gap["count"] for gap in flood["gaps"]) == 300, detail
+
+    # Ack ids wrap from 2^31-1 to 1 (ids 2^31-2, 2^31-1, 1, 2 were used) and skip ids
+    # still pending.
+    assert r["wrap"] == {"answers": [1, 2, 3, 4], "afterWrap": 2, "skipped": 3}, detail
+
+    # Dropped connection: the pending call fails at once, not after its 8 s timeout;
+    # then a reconnect with a new sid, the room joined again, the queued request sent.
+    kick, again = r["kick"], r["reconnect"]
+    assert _rejected(kick["call"], "disconnected"), detail
+    assert kick["call"]["ms"] < 2000, detail
+    assert again["disconnects"] == [
+        {"code": 1011, "reason": "kicked by the test", "reconnect": True}
+    ], _dropped_again(r) + detail
+    assert again["sid"] != kick["sidBefore"], detail
+    assert again["welcomes"] == [kick["sidBefore"], again["sid"]], detail
+    assert len(again["reconnects"]) == 1, detail
+    assert again["reconnects"][0]["sid"] == again["sid"], detail
+    [rejoined] = again["reconnects"][0]["rooms"]
+    assert rejoined == {"room": "lobby", "position": [epoch, 5]}, detail
+    assert again["queued"] == "queued while down", detail
+    assert again["connected"] is True, detail
+    assert r["pub5"]["ok"], detail
+    assert r["chatAAfterReconnect"][-1]["data"] == {"text": "five", "from": "B"}, detail
+    assert len(r["chatAAfterReconnect"]) == 3, detail
+
+    # close(): for good, requests fail, one last disconnect without reconnect.
+    closed = r["closed"]
+    assert _rejected(closed["call"], "disconnected"), detail
+    assert closed["closed"] is True, detail
+    assert closed["connected"] is False, detail
+    assert closed["disconnects"][-1]["code"] == 1000, detail
+    assert closed["disconnects"][-1]["reconnect"] is False, detail
+    assert r["leaveB"] == {"ok": True, "value": None, "ms": r["leaveB"]["ms"]}, detail
+    assert r["roomsB"] == [], detail
+    assert not [line for line in r["console"] if "error" in line.split(":")[0]], detail
