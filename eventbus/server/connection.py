@@ -536,8 +536,9 @@ class Connection:
             self._inbox = deque()
         self._inbox.append(packet)
         if self._worker:
-            assert self._lot is not None
-            self._lot.unpark()
+            # No lot yet: the worker has not started, and will find the packet.
+            if self._lot is not None:
+                self._lot.unpark()
         elif self._nursery is not None:
             self._worker = True
             self._nursery.start_soon(self._work)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -14,6 +15,7 @@ from eventbus import Connection
 from eventbus.protocol import Ack, Emit, ErrorReply, Event
 
 from .conftest import open_bus, raw_client, serving
+from .test_handshake import client_frame, raw_websocket
 
 
 @attrs.frozen
@@ -208,3 +210,17 @@ async def test_concurrent_handler_runs_in_parallel_up_to_its_bound() -> None:
             answers = {(await c.recv()).ack_id for _ in range(9)}  # type: ignore[union-attr]
             assert answers == set(range(1, 10))
             assert peak == 3
+
+
+async def test_requests_in_one_tcp_write_are_all_answered() -> None:
+    # Several packets in one segment reach the reader before the worker task that
+    # handles them has started: none may be lost, nor crash the connection.
+    frames = b"".join(
+        client_frame(0x1, f'[1,"echo",{n},{n + 1}]'.encode()) for n in range(5))
+    with trio.fail_after(10):
+        async with serving(open_bus()) as port, raw_websocket(port) as ws:
+            await ws.read_welcome()
+            await ws.stream.send_all(frames)
+            for n in range(5):
+                opcode, payload = await ws.read_frame()
+                assert (opcode, json.loads(payload)) == (0x1, [7, n + 1, n])
