@@ -481,8 +481,8 @@ class EventBus:
                     return None
                 if not exchange.is_websocket:
                     path = exchange.handshake_request(remote).path
-                    status, body, kind = plain_answer(path, len(self._connections))
-                    await send_response(stream, exchange, status, body, kind)
+                    status, body, kind, extra = plain_answer(path, len(self._connections))
+                    await send_response(stream, exchange, status, body, kind, extra)
                     await stream.aclose()
                     return None
                 if self._draining:

@@ -286,9 +286,9 @@ class Connection:
         """Queue and request counters, for monitoring."""
         box = self._outbox
         return {
-            "queued_messages": len(box) if box else 0,
-            "queued_bytes": box.bytes if box else 0,
-            "dropped": box.dropped if box else 0,
+            "queued_messages": len(box) if box is not None else 0,
+            "queued_bytes": box.bytes if box is not None else 0,
+            "dropped": box.dropped if box is not None else 0,
             "pending_requests": len(self._client_acks),
             "pending_calls": len(self._calls),
         }

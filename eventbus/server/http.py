@@ -156,21 +156,25 @@ async def send_response(
     await stream.send_all(data)
 
 
-def plain_answer(path: str, connections: int) -> tuple[int, bytes, str]:
-    """Status, body and content type for a request that is not an upgrade."""
+def plain_answer(path: str, connections: int) -> tuple[int, bytes, str, list[tuple[str, str]]]:
+    """Status, body, content type and extra headers for a request that is not an
+    upgrade."""
     if path == "/health":
         body = json.dumps({"status": "ok", "connections": connections}).encode()
-        return 200, body, "application/json"
+        return 200, body, "application/json", []
     if path == CLIENT_SCRIPT_PATH:
         script = resources.files("eventbus").joinpath("static/eventbus.js")
         if script.is_file():
-            return 200, script.read_bytes(), "text/javascript; charset=utf-8"
-        return 404, b"the browser client is not installed\n", "text/plain; charset=utf-8"
+            # A public script: pages on other origins may import it as a module.
+            cors = [("access-control-allow-origin", "*")]
+            return 200, script.read_bytes(), "text/javascript; charset=utf-8", cors
+        return 404, b"the browser client is not installed\n", "text/plain; charset=utf-8", []
     return (
         426,
         b"this is a WebSocket endpoint: connect with a WebSocket client"
         b" (subprotocol eventbus.v1.json or eventbus.v1.msgpack)\n",
         "text/plain; charset=utf-8",
+        [("upgrade", "websocket")],
     )
 
 

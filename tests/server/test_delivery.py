@@ -157,6 +157,8 @@ async def test_volatile_drops_are_reported_with_a_gap() -> None:
             assert gaps, "drops must be reported"
             assert all(g.room == "game" for g in gaps)
             assert len(events) + sum(g.count for g in gaps) == total
+            # The counter survives the queue emptying.
+            assert sock.statistics()["dropped"] == sum(g.count for g in gaps)
             seen = [e.data["n"] for e in events]
             assert seen == sorted(seen)
 
