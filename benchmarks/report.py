@@ -40,6 +40,7 @@ TITLES = {
     "W4": "W4 binary 16 KiB through a room, 50 conns",
     "W5": "W5 fan-out, mixed JSON/msgpack",
 }
+SERVER_BOUND = 0.80  # server CPU share of its core from which the server is the limit
 UNITS = {
     "acks_per_s": "acks/s",
     "deliveries_per_s": "deliveries/s",
@@ -127,9 +128,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
         x = range(len(servers))
         bars = ax.bar(x, medians, color=colors, yerr=[lows, highs], capsize=4,
                       edgecolor="black", linewidth=0.5)
-        for bar, server, value in zip(bars, servers, medians, strict=True):
+        for bar, server, value, high in zip(bars, servers, medians, highs, strict=True):
             text = "FAILED" if data[server][metric] is None else fmt(value)
-            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height() + high),
                         xytext=(0, 3), textcoords="offset points", ha="center",
                         va="bottom", fontsize=8)
         ax.set_xticks(list(x), labels, fontsize=8)
@@ -143,9 +144,12 @@ def plot(results: dict[str, Any], path: Path) -> None:
         if target and base:
             level = base["median"] * target * scale
             ax.axhline(level, color=COLORS["eventbus"], linestyle="--", linewidth=1)
-            ax.annotate(f"target {'≤' if workload == 'W3' else '≥'} {target}x",
-                        (len(servers) - 0.5, level), ha="right", va="bottom", fontsize=8,
-                        color=COLORS["eventbus"])
+            ax.annotate(f"target for eventbus: {'≤' if workload == 'W3' else '≥'} {target}x "
+                        "python-socketio", (-0.45, level), xytext=(0, 2),
+                        textcoords="offset points", ha="left", va="bottom", fontsize=7,
+                        color=COLORS["eventbus"],
+                        bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5,
+                              "alpha": 0.8})
             title += f" (target {'≤' if workload == 'W3' else '≥'} {target}x)"
         ax.set_title(title, fontsize=10)
         ax.margins(y=0.15)
@@ -392,34 +396,41 @@ def _saturation_text(meta: dict[str, Any], summary: dict[str, Any]) -> str:
         "The load generator is one Node process (`ws`) on its own core; its CPU time "
         "(user+system) and the server's are measured over the timed part of each run. "
         f"A load generator at ≥ {100 * threshold:.0f}% of its core is saturated: "
-        "the number it measured is then a lower bound for the server.\n",
+        "the number it measured is then a lower bound for the server. A server at "
+        f"≥ {100 * SERVER_BOUND:.0f}% of its core is the limit (the rest of that core "
+        "goes mostly to kernel work for the loopback traffic, which is charged to no "
+        "process).\n",
     ]
-    saturated = []
-    for workload, data in summary.items():
-        for server, entry in data["servers"].items():
-            cpu = entry.get("loadgen_cpu")
-            if cpu and entry["loadgen_saturated_runs"]:
-                saturated.append(f"{workload} {SHORT[server]} (load generator "
-                                 f"{100 * cpu['median']:.0f}%, server "
-                                 f"{_pct(entry.get('server_cpu'))})")
-    if saturated:
-        lines.append("Saturated: " + "; ".join(saturated) + ".\n")
-    else:
-        lines.append("In no run was the load generator saturated.\n")
-    busy = []
+    generator, server_bound, neither = [], [], []
     for workload, data in summary.items():
         for server, entry in data["servers"].items():
             cpu = entry.get("loadgen_cpu")
             scpu = entry.get("server_cpu")
-            if cpu and scpu and cpu["median"] < threshold and scpu["median"] < threshold:
-                busy.append(f"{workload} {SHORT[server]} ({_pct(cpu)} / {_pct(scpu)})")
-    if busy:
-        lines.append(
-            "Neither side saturated (load generator / server CPU): " + "; ".join(busy)
-            + ". These runs are bound by round trips or by the kernel's loopback work, "
-            "which is not charged to either process (in W1 each connection has only one "
-            "request in flight; in W3 most of the time is handshakes).\n")
-    return "\n".join(lines)
+            if not cpu:
+                continue
+            text = f"{workload} {SHORT[server]} ({_pct(cpu)} / {_pct(scpu)})"
+            if entry["loadgen_saturated_runs"]:
+                runs = entry["runs"] - entry["failed"]
+                generator.append(f"{text}, saturated in {entry['loadgen_saturated_runs']} "
+                                 f"of {runs} runs")
+            elif scpu and scpu["median"] >= SERVER_BOUND:
+                server_bound.append(text)
+            else:
+                neither.append(text)
+    lines.append("Load generator / server CPU, medians:\n")
+    if generator:
+        lines.append("- **Load generator saturated** (a lower bound for the server): "
+                     + "; ".join(generator) + ".")
+    else:
+        lines.append("- The load generator was saturated in no run.")
+    if server_bound:
+        lines.append("- **Server-bound** (the generator had room to spare): "
+                     + "; ".join(server_bound) + ".")
+    if neither:
+        lines.append("- Neither at its limit: " + "; ".join(neither) + ". These are "
+                     "bound by round trips and handshakes (in W1 each connection has one "
+                     "request in flight; W3 is mostly handshakes).")
+    return "\n".join(lines) + "\n"
 
 
 def _method_text(meta: dict[str, Any]) -> str:
