@@ -45,7 +45,8 @@ def _tools() -> tuple[str, str]:
         if os.environ.get("CI") == "true":
             pytest.fail(reason)
         pytest.skip(reason)
-    assert node is not None and chromium is not None
+    assert node is not None
+    assert chromium is not None
     return node, chromium
 
 
