@@ -111,6 +111,8 @@ class EventBus:
         self._authenticate: AuthHook | None = None
         self._authorize_join: RoomHook | None = None
         self._authorize_publish: PublishHook | None = None
+        self._async_join_hook = False
+        self._async_publish_hook = False
         self._connections: dict[str, Connection] = {}
         self._rooms: RoomRegistry[Connection] = RoomRegistry()
         self._limiters: dict[tuple[str, str], trio.CapacityLimiter] = {}
@@ -127,10 +129,15 @@ class EventBus:
         The handler's return value answers the client's request when it asked for
         one. Raise a :class:`~eventbus.RequestError` to answer with its code.
 
+        A plain ``def handler(sock, data)`` works too: it cannot wait, so it runs as
+        soon as the request is read, without a task switch (the fastest path). An
+        async handler runs in the connection's worker task, so that it may wait,
+        even for an answer from the same client (``await sock.call(...)``).
+
         Args:
             event: The event name.
-            concurrency: Runs of this handler one connection may have at once;
-                with the default 1, a connection's events are handled in order.
+            concurrency: Runs of this (async) handler one connection may have at
+                once; with the default 1, a connection's events are handled in order.
         """
         check_name(event, "event", self.config.max_name, reserved_ok=False)
 
@@ -141,8 +148,8 @@ class EventBus:
         return register
 
     def on_unknown(self, func: F) -> F:
-        """Register ``async def handler(sock, event, data)`` for events with no handler
-        (without one, they are answered with ``unknown_event``)."""
+        """Register ``async def handler(sock, event, data)`` (or a plain ``def``) for
+        events with no handler (without one, they are answered ``unknown_event``)."""
         self._catch_all = make_handler(func)
         return func
 
@@ -154,7 +161,11 @@ class EventBus:
 
     def on_disconnect(self, func: F) -> F:
         """Register ``async def hook(sock, disconnect)``, run when a connection ends;
-        ``disconnect`` is a :class:`Disconnect` with the close code and reason."""
+        ``disconnect`` is a :class:`Disconnect` with the close code and reason.
+
+        By then the connection receives nothing more and is in no room, but
+        ``sock.rooms`` still lists the rooms it was in (to tell their members).
+        """
         self._on_disconnect = func
         return func
 
@@ -171,12 +182,14 @@ class EventBus:
     def authorize_join(self, func: F) -> F:
         """Register ``hook(sock, room) -> bool`` (sync or async): may the client join?"""
         self._authorize_join = func
+        self._async_join_hook = inspect.iscoroutinefunction(func)
         return func
 
     def authorize_publish(self, func: F) -> F:
         """Register ``hook(sock, room, event) -> bool`` (sync or async): may the
         client publish this event to the room?"""
         self._authorize_publish = func
+        self._async_publish_hook = inspect.iscoroutinefunction(func)
         return func
 
     # --- the app's view -----------------------------------------------------------------
@@ -306,7 +319,21 @@ class EventBus:
         timeout: float | None = None,
     ) -> CallResults:
         """Ask every member of a room (or one connection) for an answer and collect
-        them; waits at most ``timeout`` (default: the bus's ``call_timeout``)."""
+        the answers.
+
+        Args:
+            event: The event name.
+            data: The payload; each recipient gets its own request (with its own
+                ack id), so this sends one message per member.
+            to: A room name, a connection, or a session id.
+            timeout: Seconds to wait for each answer (default: the bus's
+                ``call_timeout``); all recipients are asked at once.
+
+        Returns:
+            :class:`CallResults`: the answers, the errors (including connections
+            that closed) and the members that did not answer in time. It never
+            raises for one member's failure.
+        """
         if isinstance(to, Connection):
             targets = [to]
         elif to in self._connections:
@@ -344,6 +371,71 @@ class EventBus:
 
     # --- requests from clients ------------------------------------------------------
 
+    def _dispatch_now(self, conn: Connection, packet: Packet) -> bool:
+        """Handle a request at once if that needs no waiting: a plain-function
+        handler, or a room request whose authorization is plain too. Returns False
+        when the request must go to the connection's worker task instead."""
+        ack_id: int | None = getattr(packet, "ack_id", None)
+        try:
+            if self._draining:
+                raise Unavailable("the server is shutting down")
+            if isinstance(packet, Emit):
+                handler = self._handlers.get(packet.event) or self._catch_all
+                if handler is None:
+                    raise UnknownEvent(f"no handler for event {packet.event!r}")
+                if handler.is_async:
+                    return False
+                if handler is self._catch_all:
+                    result = handler.func(conn, packet.event, packet.data)
+                else:
+                    result = handler.func(conn, handler.structure(packet.event, packet.data))
+                conn.answer(ack_id, handler.unstructure(result))
+            elif isinstance(packet, Publish):
+                if self._async_publish_hook:
+                    return False
+                self._allow_now(self._authorize_publish, conn, packet.room, packet.event)
+                self._answer_publish(conn, packet)
+            elif isinstance(packet, Join):
+                if self._async_join_hook:
+                    return False
+                self._check_join(conn, packet.room)
+                if packet.room not in conn.rooms:
+                    self._allow_now(self._authorize_join, conn, packet.room)
+                conn.answer(ack_id, self._join(conn, packet.room).to_wire())
+            elif isinstance(packet, Leave):
+                self._leave(conn, packet.room)
+                conn.answer(ack_id, None)
+            else:
+                return False
+        except RequestError as exc:
+            conn.answer_error(ack_id, exc)
+        except Exception:
+            logger.exception("error handling %s from %s", type(packet).__name__, conn.sid)
+            conn.answer_error(ack_id, InternalError("internal error"))
+        return True
+
+    def _check_join(self, conn: Connection, room: str) -> None:
+        if room not in conn.rooms and len(conn.rooms) >= self.config.max_rooms:
+            raise TooManyRooms(f"a connection may join {self.config.max_rooms} rooms")
+
+    def _answer_publish(self, conn: Connection, packet: Publish) -> None:
+        _, position = self._publish(packet.room, packet.event, packet.data, conn,
+                                    Delivery.RELIABLE, None)
+        conn.answer(packet.ack_id, None if position is None else position.to_wire())
+
+    def _allow_now(self, hook: Callable[..., Any] | None, *args: Any) -> None:
+        if hook is None:
+            if self.config.open_rooms:
+                return
+            raise Forbidden("rooms are closed to clients on this server")
+        allowed = hook(*args)
+        if inspect.isawaitable(allowed):
+            if inspect.iscoroutine(allowed):
+                allowed.close()
+            raise TypeError(f"{hook!r} returned an awaitable: declare it with async def")
+        if not allowed:
+            raise Forbidden(f"not allowed for room {args[1]!r}")
+
     async def _dispatch(self, conn: Connection, packet: Packet) -> None:
         """Handle one request; answers it, never raises (but Cancelled)."""
         ack_id: int | None = getattr(packet, "ack_id", None)
@@ -356,13 +448,10 @@ class EventBus:
                 await self._handle_emit(conn, packet)
             elif isinstance(packet, Publish):
                 await self._allow(self._authorize_publish, conn, packet.room, packet.event)
-                _, position = self._publish(packet.room, packet.event, packet.data, conn,
-                                            Delivery.RELIABLE, None)
-                conn.answer(ack_id, None if position is None else position.to_wire())
+                self._answer_publish(conn, packet)
             elif isinstance(packet, Join):
+                self._check_join(conn, packet.room)
                 if packet.room not in conn.rooms:
-                    if len(conn.rooms) >= self.config.max_rooms:
-                        raise TooManyRooms(f"a connection may join {self.config.max_rooms} rooms")
                     await self._allow(self._authorize_join, conn, packet.room)
                 conn.answer(ack_id, self._join(conn, packet.room).to_wire())
             elif isinstance(packet, Leave):
@@ -380,9 +469,8 @@ class EventBus:
 
     async def _allow(self, hook: Callable[..., Any] | None, *args: Any) -> None:
         if hook is None:
-            if self.config.open_rooms:
-                return
-            raise Forbidden("rooms are closed to clients on this server")
+            self._allow_now(hook, *args)
+            return
         allowed = hook(*args)
         if inspect.isawaitable(allowed):
             allowed = await allowed
@@ -423,12 +511,12 @@ class EventBus:
     async def _run_handler(self, conn: Connection, packet: Emit, handler: Handler | None) -> None:
         if handler is None:
             assert self._catch_all is not None
-            result = await self._catch_all.func(conn, packet.event, packet.data)
-            conn.answer(packet.ack_id, Handler.unstructure(result))
-            return
-        data = handler.structure(packet.event, packet.data)
-        result = await handler.func(conn, data)
-        conn.answer(packet.ack_id, handler.unstructure(result))
+            result = self._catch_all.func(conn, packet.event, packet.data)
+        else:
+            result = handler.func(conn, handler.structure(packet.event, packet.data))
+        if inspect.isawaitable(result):
+            result = await result
+        conn.answer(packet.ack_id, Handler.unstructure(result))
 
     # --- connection lifecycle ---------------------------------------------------------
 
@@ -443,8 +531,9 @@ class EventBus:
             conn.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     async def _disconnected(self, conn: Connection) -> None:
-        for room in list(conn.rooms):
-            self._leave(conn, room)
+        # Out of every room at once, but sock.rooms still lists them for the hook.
+        for room in conn.rooms:
+            self._rooms.leave(room, conn)
         self._connections.pop(conn.sid, None)
         for key in [k for k in self._limiters if k[0] == conn.sid]:
             del self._limiters[key]
@@ -538,7 +627,9 @@ class EventBus:
 
         With ``ssl_context`` the server speaks ``wss://`` (its frames then go
         through TLS without the direct-write fast path). Use with
-        ``await nursery.start(bus.serve, ...)``, which returns the listeners.
+        ``await nursery.start(bus.serve, ...)``, which returns the listeners:
+        ``listeners[0].socket.getsockname()`` gives the port, or under TLS
+        ``listeners[0].transport_listener.socket.getsockname()``.
         """
         listeners: list[trio.abc.Listener[Any]] = list(
             await trio.open_tcp_listeners(port, host=host))

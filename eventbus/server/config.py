@@ -75,6 +75,7 @@ class ServerConfig:
     )
 
     def welcome_options(self) -> WelcomeOptions:
+        """The settings every client is told in its welcome (times in ms)."""
         return WelcomeOptions(
             ping_interval=round(self.ping_interval * 1000),
             ping_timeout=round(self.ping_timeout * 1000),

@@ -63,7 +63,6 @@ logger = logging.getLogger("eventbus.server")
 
 _RECEIVE = 65_536
 _WRITE_BATCH = 262_144
-_WORKER_LINGER = 5.0
 _ACK_ID_MAX = 2**31 - 1
 # Packets that may wait for the handlers beyond max_pending (those without ack ids).
 _INBOX_SLACK = 256
@@ -124,6 +123,7 @@ class Connection:
         "_tokens",
         "_tokens_at",
         "_worker",
+        "_worker_busy",
         "_writing",
         "_ws",
         "closed",
@@ -166,6 +166,7 @@ class Connection:
         self._inbox_limit = config.max_pending + _INBOX_SLACK
         self._drained: trio.Event | None = None
         self._worker = False
+        self._worker_busy = False
         self._lot: trio.lowlevel.ParkingLot | None = None
         self._client_acks: set[int] = set()
         self._calls: dict[int, _PendingCall] = {}
@@ -195,6 +196,7 @@ class Connection:
 
     @property
     def binary(self) -> bool:
+        """Whether the connection speaks msgpack in binary frames (else JSON)."""
         return self._codec.binary
 
     # --- the app's API ------------------------------------------------------------
@@ -209,7 +211,7 @@ class Connection:
         self._bus._leave(self, room)
 
     def emit(
-        self, event: str, data: Any = None, *, delivery: Delivery = Delivery.RELIABLE,
+        self, event: str, data: Any = None, *, delivery: Delivery | str = Delivery.RELIABLE,
         key: str | None = None,
     ) -> None:
         """Send an event to this connection alone.
@@ -224,7 +226,8 @@ class Connection:
         self.send_frame(frame, Delivery(delivery), None, key)
 
     def broadcast(
-        self, event: str, data: Any = None, *, to: str, delivery: Delivery = Delivery.RELIABLE,
+        self, event: str, data: Any = None, *, to: str,
+        delivery: Delivery | str = Delivery.RELIABLE,
         key: str | None = None,
     ) -> int:
         """Send an event to every member of room ``to`` except this connection.
@@ -424,6 +427,7 @@ class Connection:
     async def _read_loop(self) -> None:
         ws = self._ws
         stream = self.stream
+        fd = self._direct_fd
         # Bytes that arrived with the handshake are already in wsproto.
         if self.closed or not self._handle_events(ws):
             return
@@ -433,8 +437,19 @@ class Connection:
                 # client, and the inbox stays bounded.
                 self._drained = trio.Event()
                 await self._drained.wait()
+            data: bytes | bytearray
             try:
-                data = await stream.receive_some(_RECEIVE)
+                if fd >= 0:
+                    # Wait first, then read: in request/response traffic the socket
+                    # is usually empty right after an answer, so trying a read first
+                    # would cost a failed system call per message.
+                    await trio.lowlevel.wait_readable(fd)
+                    try:
+                        data = os.read(fd, _RECEIVE)
+                    except BlockingIOError:
+                        continue
+                else:
+                    data = await stream.receive_some(_RECEIVE)
             except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
                 data = b""
             if not data:
@@ -534,6 +549,9 @@ class Connection:
             self._client_acks.add(ack_id)
         if self._inbox is None:
             self._inbox = deque()
+        # Order matters: a request may skip the worker only if nothing waits for it.
+        if not self._worker_busy and not self._inbox and self._bus._dispatch_now(self, packet):
+            return True
         self._inbox.append(packet)
         if self._worker:
             # No lot yet: the worker has not started, and will find the packet.
@@ -585,19 +603,20 @@ class Connection:
         lot = self._lot
         try:
             while True:
+                self._worker_busy = True
                 while inbox:
                     packet = inbox.popleft()
                     await self._bus._dispatch(self, packet)
                     if self._drained is not None and len(inbox) <= self._inbox_limit // 2:
                         self._drained.set()
                         self._drained = None
-                # Linger a little: the next packet then costs a wakeup, not a new task.
-                with trio.move_on_after(_WORKER_LINGER):
-                    await lot.park()
-                if not inbox:
-                    return
+                self._worker_busy = False
+                # Once started, the worker stays for the connection's life: the next
+                # request costs a wakeup, not a new task and a timer.
+                await lot.park()
         finally:
             self._worker = False
+            self._worker_busy = False
 
     def answer(self, ack_id: int | None, value: Any) -> None:
         """Send the answer to a client request (nothing if it asked for none)."""

@@ -12,7 +12,7 @@ import trio
 
 import eventbus
 from eventbus import Connection
-from eventbus.protocol import Ack, Emit, ErrorReply, Event
+from eventbus.protocol import Ack, Emit, ErrorReply, Event, Join, Publish
 
 from .conftest import open_bus, raw_client, serving
 from .test_handshake import client_frame, raw_websocket
@@ -224,3 +224,61 @@ async def test_requests_in_one_tcp_write_are_all_answered() -> None:
             for n in range(5):
                 opcode, payload = await ws.read_frame()
                 assert (opcode, json.loads(payload)) == (0x1, [7, n + 1, n])
+
+
+async def test_plain_function_handlers_and_hooks_run_in_order_with_async_ones() -> None:
+    bus = eventbus.EventBus()
+    log: list[str] = []
+
+    @bus.on("slow")
+    async def slow(sock: Connection, data: Any) -> str:
+        await trio.sleep(0.05)
+        log.append(f"slow {data}")
+        return "slow"
+
+    @bus.on("quick")
+    def quick(sock: Connection, data: Move) -> Moved:
+        log.append(f"quick {data.x}")
+        return Moved(True, [data.x, data.y])
+
+    @bus.authorize_join
+    def may_join(sock: Connection, room: str) -> bool:
+        log.append(f"join {room}")
+        return room != "secret"
+
+    async def allowed() -> bool:
+        return True
+
+    @bus.authorize_publish
+    def bad_hook(sock: Connection, room: str, event: str) -> Any:
+        return allowed()  # an awaitable from a plain function: a bug in the app
+
+    with trio.fail_after(10):
+        async with serving(bus) as port, raw_client(port) as c:
+            await c.send(Emit("quick", {"x": 1, "y": 2}, 1))
+            assert await c.recv() == Ack(1, {"ok": True, "where": [1, 2]})
+            # While the async handler runs, the plain one waits its turn.
+            await c.send(Emit("slow", 1, 2))
+            await c.send(Emit("quick", {"x": 3, "y": 4}, 3))
+            await c.send(Join("r", 4))
+            await c.send(Join("secret", 5))
+            assert await c.recv() == Ack(2, "slow")
+            assert await c.recv() == Ack(3, {"ok": True, "where": [3, 4]})
+            assert await c.recv() == Ack(4, [bus.position("r").epoch, 0])  # type: ignore[union-attr]
+            refused = await c.recv()
+            assert isinstance(refused, ErrorReply)
+            assert (refused.ack_id, refused.code) == (5, "forbidden")
+            assert log == ["quick 1", "slow 1", "quick 3", "join r", "join secret"]
+            await c.send(Emit("quick", {"x": "no"}, 6))
+            invalid = await c.recv()
+            assert isinstance(invalid, ErrorReply)
+            assert invalid.code == "invalid_payload"
+            await c.send(Publish("r", "x", None, 7))
+            broken = await c.recv()
+            assert broken == ErrorReply(7, "internal_error", "internal error")
+
+
+def test_plain_function_handlers_cannot_ask_for_concurrency() -> None:
+    bus = eventbus.EventBus()
+    with pytest.raises(ValueError, match="async handlers only"):
+        bus.on("x", concurrency=2)(lambda sock, data: None)

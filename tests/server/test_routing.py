@@ -191,3 +191,24 @@ async def test_events_from_one_connection_are_handled_in_order() -> None:
             got = [await b.recv() for _ in range(10)]
             assert [x.data for x in got] == list(range(10))  # type: ignore[union-attr]
 
+
+
+async def test_on_disconnect_still_sees_the_rooms_it_left() -> None:
+    bus = open_bus()
+    seen: list[tuple[set[str], list[Connection]]] = []
+    done = trio.Event()
+
+    @bus.on_disconnect
+    async def gone(sock: Connection, disconnect: Any) -> None:
+        seen.append((set(sock.rooms), bus.members("r")))
+        done.set()
+
+    with trio.fail_after(10):
+        async with serving(bus) as port, raw_client(port) as stays:
+            await join(stays, "r")
+            async with raw_client(port) as leaves:
+                await join(leaves, "r")
+            await done.wait()
+            assert seen == [({"r"}, [bus.connections[stays.sid]])]
+            # Nothing reaches the closed connection, and the room goes on.
+            assert bus.emit("after", 1, to="r") == 1
