@@ -401,7 +401,10 @@ def _saturation_text(meta: dict[str, Any], summary: dict[str, Any]) -> str:
         "goes mostly to kernel work for the loopback traffic, which is charged to no "
         "process).\n",
     ]
-    generator, server_bound, neither = [], [], []
+    generator: list[str] = []
+    both: list[str] = []
+    server_bound: list[str] = []
+    neither: list[str] = []
     for workload, data in summary.items():
         for server, entry in data["servers"].items():
             cpu = entry.get("loadgen_cpu")
@@ -409,20 +412,29 @@ def _saturation_text(meta: dict[str, Any], summary: dict[str, Any]) -> str:
             if not cpu:
                 continue
             text = f"{workload} {SHORT[server]} ({_pct(cpu)} / {_pct(scpu)})"
+            server_busy = bool(scpu and scpu["median"] >= SERVER_BOUND)
             if entry["loadgen_saturated_runs"]:
                 runs = entry["runs"] - entry["failed"]
-                generator.append(f"{text}, saturated in {entry['loadgen_saturated_runs']} "
-                                 f"of {runs} runs")
-            elif scpu and scpu["median"] >= SERVER_BOUND:
+                text += (f", generator saturated in {entry['loadgen_saturated_runs']} of "
+                         f"{runs} runs")
+                (both if server_busy else generator).append(text)
+            elif server_busy:
                 server_bound.append(text)
             else:
                 neither.append(text)
     lines.append("Load generator / server CPU, medians:\n")
     if generator:
-        lines.append("- **Load generator saturated** (a lower bound for the server): "
-                     + "; ".join(generator) + ".")
+        lines.append("- **Load generator saturated, server not at its limit**: the "
+                     "number is a lower bound for the server: " + "; ".join(generator) + ".")
     else:
-        lines.append("- The load generator was saturated in no run.")
+        lines.append("- The load generator never held back a server that had CPU to spare.")
+    if both:
+        lines.append("- **Both at their limit**: the server used its whole core, so the "
+                     "number is the server's; but the generator has no headroom left, and a "
+                     "faster server will need a faster generator (or a second core for "
+                     "it): " + "; ".join(both) + ". (A generator that keeps up reads fewer "
+                     "frames per system call, so its CPU use grows to fill its core before "
+                     "it actually falls behind.)")
     if server_bound:
         lines.append("- **Server-bound** (the generator had room to spare): "
                      + "; ".join(server_bound) + ".")
