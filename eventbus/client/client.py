@@ -8,6 +8,7 @@ subscribes to rooms, and runs ``on`` handlers; the connection machinery under it
 from __future__ import annotations
 
 import logging
+import math
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
@@ -319,10 +320,13 @@ class Client(Session):
         finally:
             self._subscriptions.remove(subscription)
             subscription._end()
+            # Being cancelled, the reader that would read the acks may be cancelled
+            # too: then send the leaves without asking for answers.
+            answered = trio.current_effective_deadline() != -math.inf
             with trio.CancelScope(shield=True), trio.move_on_after(self.close_timeout):
-                await self._release(held)
+                await self._release(held, answered=answered)
 
-    async def _release(self, rooms: list[str]) -> None:
+    async def _release(self, rooms: list[str], *, answered: bool = True) -> None:
         for room in rooms:
             self._held[room] -= 1
             if self._held[room] <= 0:
@@ -332,8 +336,11 @@ class Client(Session):
                     link = self._link
                     if link is not None and not self._in_reader(link):
                         try:
-                            await self._request_on(link, partial(Leave, room), None,
-                                                   f"leave {room!r}")
+                            if answered:
+                                await self._request_on(link, partial(Leave, room), None,
+                                                       f"leave {room!r}")
+                            else:
+                                await link.send(link.encode(Leave(room)))
                         except EventBusError as exc:
                             logger.warning("could not leave %r: %s", room, exc)
 

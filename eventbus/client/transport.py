@@ -12,6 +12,7 @@ An *opener* is a function that returns an async context manager yielding an open
 from __future__ import annotations
 
 import contextlib
+import math
 import ssl
 from collections.abc import (
     AsyncIterator,
@@ -103,6 +104,10 @@ def url_opener(
     )
 
 
+#: Seconds to let our close frame go out when the block is being cancelled.
+_CANCELLED_CLOSE_WAIT = 0.05
+
+
 @contextlib.asynccontextmanager
 async def open_websocket_over(
     open_stream: Callable[[], Awaitable[trio.abc.Stream]], host: str, resource: str, *,
@@ -144,7 +149,12 @@ async def open_websocket_over(
                 try:
                     yield ws
                 finally:
-                    with trio.move_on_after(close_timeout) as closing:
+                    # When we are being cancelled, trio-websocket's reader is too: the
+                    # server's close reply would never be read, so send our close frame
+                    # and do not wait out close_timeout for the reply.
+                    cancelled = trio.current_effective_deadline() == -math.inf
+                    wait = _CANCELLED_CLOSE_WAIT if cancelled else close_timeout
+                    with trio.move_on_after(wait) as closing:
                         closing.shield = True
                         await ws.aclose()
                     # The nursery holds trio-websocket's reader alone. It ends when the

@@ -86,3 +86,23 @@ async def test_slow_subscriber_over_the_network_keeps_the_newest(
                     assert sub.statistics()["dropped"] == 7
                     assert [(await events.__anext__()).data for _ in range(3)] == [7, 8, 9]
             assert "dropping the oldest" in caplog.text
+
+
+async def test_cancelled_client_with_a_subscription_exits_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Cancelled, the client's reader is cancelled too: waiting for the server's
+    # answers (leave ack, close reply) would only run out close_timeout.
+    with trio.fail_after(10):
+        async with serving(make_bus()) as server:
+            bus = server.bus
+            started = trio.current_time()
+            with trio.move_on_after(0.2):
+                async with eventbus.connect(server.url, close_timeout=5) as client, \
+                        client.subscribe("a"):
+                    await trio.sleep_forever()
+            assert trio.current_time() - started < 0.2 + 1
+            with trio.fail_after(2):
+                while bus.connections:  # noqa: ASYNC110 - the server's side ends soon after
+                    await trio.sleep(0.01)
+    assert "could not leave" not in caplog.text
