@@ -374,8 +374,8 @@ def _workload_text(workload: str, p: dict[str, Any]) -> str:
     if workload == "W3":
         return (f"{p['conns']:,} connections opened ({p['concurrency']} handshakes in flight "
                 "at a time), each fully open and welcomed (eventbus: WELCOME received; "
-                "Socket.IO: `40{sid}` received). Server memory is VmRSS from "
-                "/proc/<pid>/status, read before (after 10 warm-up connections opened and "
+                "Socket.IO: `40{sid}` received). Server memory is `VmRSS` from "
+                "`/proc/<pid>/status`, read before (after 10 warm-up connections opened and "
                 f"closed) and {p['settle_s']} s after the last connection opened; growth / "
                 "connections.\n")
     if workload == "W4":
