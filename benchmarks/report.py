@@ -199,6 +199,12 @@ def markdown(results: dict[str, Any], png_name: str) -> str:
         "[How to run](#how-to-run)); the numbers below are from the run of "
         f"{meta['started']} (`{meta['git']}`), which took "
         f"{max(1, round(meta['elapsed_s'] / 60))} min.\n")
+    changes = meta.get("eventbus_changes")
+    if changes is not None:
+        add("The eventbus server measured is the working tree at that commit"
+            + (", with uncommitted changes to: "
+               + ", ".join(f"`{line[3:]}`" for line in changes.splitlines()) + "."
+               if changes else ", with no uncommitted changes to `eventbus/`.") + "\n")
     add(f"![benchmark results]({png_name})\n")
 
     add("## Summary\n")

@@ -736,6 +736,8 @@ def main() -> int:
         "saturation_threshold": SATURATED, "targets": TARGETS,
         "labels": {name: SERVERS[name][0] for name in servers},
         "git": capture(["git", "describe", "--always", "--dirty"]),
+        # Uncommitted changes to the server code measured (the working tree is measured).
+        "eventbus_changes": capture(["git", "status", "--porcelain", "--", "eventbus"]),
         "versions": {
             "eventbus server": python_versions(args.eventbus_python, [
                 "eventbus", "trio", "wsproto", "h11", "trio-websocket", "msgpack", "attrs",
