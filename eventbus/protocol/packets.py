@@ -48,6 +48,7 @@ __all__ = [
     "WelcomeOptions",
     "check_data",
     "check_name",
+    "salvage_ack_id",
 ]
 
 #: Ack ids are positive and fit in a signed 32-bit integer.
@@ -622,7 +623,7 @@ class PacketParser:
         try:
             return parser(wire, self._checked if check_strings else self._plain)
         except RemoteProtocolError as exc:
-            exc.ack_id = _salvage_ack_id(wire)
+            exc.ack_id = salvage_ack_id(wire)
             raise
 
 
@@ -630,7 +631,7 @@ class PacketParser:
 _ACK_INDEX = {_EMIT: 3, _JOIN: 2, _LEAVE: 2, _PUBLISH: 4, _RESUME: 4}
 
 
-def _salvage_ack_id(wire: list[Any]) -> int | None:
+def salvage_ack_id(wire: list[Any]) -> int | None:
     """The ack id of an invalid request, if one can be read, so that the error
     reply answers the request instead of leaving it to time out."""
     index = _ACK_INDEX.get(wire[0])

@@ -115,7 +115,6 @@ class EventBus:
         self._async_publish_hook = False
         self._connections: dict[str, Connection] = {}
         self._rooms: RoomRegistry[Connection] = RoomRegistry()
-        self._limiters: dict[tuple[str, str], trio.CapacityLimiter] = {}
         self._running = 0
         self._draining = False
         self._stop: trio.Event | None = None
@@ -237,7 +236,10 @@ class EventBus:
                 members of a room get an ``unencodable`` error instead).
             to: A room name, a connection, or a session id (a string that is the
                 sid of an open connection is taken as that connection, otherwise
-                as a room); ``None`` sends to every connection.
+                as a room); ``None`` sends to every connection. Session ids are
+                public: never pass a client-chosen string here unchecked, or a
+                client could address another connection by its sid. From a
+                handler, ``sock.broadcast(..., to=room)`` only ever means a room.
             skip: A connection that must not receive it (broadcast-except-sender).
             delivery: ``reliable`` (default), ``volatile`` or ``latest``; see
                 :class:`Delivery`.
@@ -262,8 +264,17 @@ class EventBus:
         if to is None:
             return self._fan_out(Event(event, data), self._connections.values(), skip,
                                  policy, None, key)
-        check_name(to, "room", self.config.max_name, reserved_ok=True)
-        sent, _ = self._publish(to, event, data, skip, policy, key)
+        return self._emit_room(event, data, to, skip, policy, key)
+
+    def _emit_room(
+        self, event: str, data: Any, room: str, skip: Connection | None, delivery: Delivery,
+        key: str | None,
+    ) -> int:
+        check_name(event, "event", self.config.max_name, reserved_ok=True)
+        check_name(room, "room", self.config.max_name, reserved_ok=True)
+        if delivery is Delivery.LATEST and key is None:
+            raise ValueError("latest delivery needs a key")
+        sent, _ = self._publish(room, event, data, skip, delivery, key)
         return sent
 
     def _publish(
@@ -389,19 +400,38 @@ class EventBus:
                     result = handler.func(conn, packet.event, packet.data)
                 else:
                     result = handler.func(conn, handler.structure(packet.event, packet.data))
+                if inspect.isawaitable(result):
+                    # A plain function that returns an awaitable (a wrapper around an
+                    # async one): it goes to the worker from now on, and this time
+                    # the worker awaits what it returned.
+                    self._mark_async(packet.event, handler)
+                    conn.defer(self._finish(conn, ack_id, result, partial(
+                        self._answer_with, conn, ack_id)))
+                    return True
                 conn.answer(ack_id, handler.unstructure(result))
             elif isinstance(packet, Publish):
                 if self._async_publish_hook:
                     return False
-                self._allow_now(self._authorize_publish, conn, packet.room, packet.event)
-                self._answer_publish(conn, packet)
+                allowed = self._hook_now(self._authorize_publish, conn, packet.room, packet.event)
+                if inspect.isawaitable(allowed):
+                    self._async_publish_hook = True
+                    conn.defer(self._finish(conn, ack_id, allowed, partial(
+                        self._publish_if, conn, packet)))
+                    return True
+                self._publish_if(conn, packet, allowed)
             elif isinstance(packet, Join):
                 if self._async_join_hook:
                     return False
                 self._check_join(conn, packet.room)
+                allowed = True
                 if packet.room not in conn.rooms:
-                    self._allow_now(self._authorize_join, conn, packet.room)
-                conn.answer(ack_id, self._join(conn, packet.room).to_wire())
+                    allowed = self._hook_now(self._authorize_join, conn, packet.room)
+                if inspect.isawaitable(allowed):
+                    self._async_join_hook = True
+                    conn.defer(self._finish(conn, ack_id, allowed, partial(
+                        self._join_if, conn, packet)))
+                    return True
+                self._join_if(conn, packet, allowed)
             elif isinstance(packet, Leave):
                 self._leave(conn, packet.room)
                 conn.answer(ack_id, None)
@@ -418,23 +448,52 @@ class EventBus:
         if room not in conn.rooms and len(conn.rooms) >= self.config.max_rooms:
             raise TooManyRooms(f"a connection may join {self.config.max_rooms} rooms")
 
-    def _answer_publish(self, conn: Connection, packet: Publish) -> None:
+    def _publish_if(self, conn: Connection, packet: Publish, allowed: Any) -> Any:
+        if not allowed:
+            raise Forbidden(f"not allowed for room {packet.room!r}")
         _, position = self._publish(packet.room, packet.event, packet.data, conn,
                                     Delivery.RELIABLE, None)
         conn.answer(packet.ack_id, None if position is None else position.to_wire())
 
-    def _allow_now(self, hook: Callable[..., Any] | None, *args: Any) -> None:
+    def _join_if(self, conn: Connection, packet: Join, allowed: Any) -> Any:
+        if not allowed:
+            raise Forbidden(f"not allowed for room {packet.room!r}")
+        conn.answer(packet.ack_id, self._join(conn, packet.room).to_wire())
+
+    def _hook_now(self, hook: Callable[..., Any] | None, *args: Any) -> Any:
+        """An authorization hook's verdict: a boolean, or an awaitable of one."""
         if hook is None:
             if self.config.open_rooms:
-                return
+                return True
             raise Forbidden("rooms are closed to clients on this server")
-        allowed = hook(*args)
-        if inspect.isawaitable(allowed):
-            if inspect.iscoroutine(allowed):
-                allowed.close()
-            raise TypeError(f"{hook!r} returned an awaitable: declare it with async def")
-        if not allowed:
-            raise Forbidden(f"not allowed for room {args[1]!r}")
+        return hook(*args)
+
+    @staticmethod
+    def _answer_with(conn: Connection, ack_id: int | None, result: Any) -> None:
+        conn.answer(ack_id, Handler.unstructure(result))
+
+    def _mark_async(self, event: str, handler: Handler) -> None:
+        async_handler = attrs.evolve(handler, is_async=True)
+        if handler is self._catch_all:
+            self._catch_all = async_handler
+        else:
+            self._handlers[event] = async_handler
+
+    async def _finish(
+        self, conn: Connection, ack_id: int | None, pending: Awaitable[Any],
+        complete: Callable[[Any], Any],
+    ) -> None:
+        """Await what a plain function returned, then complete the request."""
+        self._running += 1
+        try:
+            complete(await pending)
+        except RequestError as exc:
+            conn.answer_error(ack_id, exc)
+        except Exception:
+            logger.exception("error handling a request from %s", conn.sid)
+            conn.answer_error(ack_id, InternalError("internal error"))
+        finally:
+            self._running -= 1
 
     async def _dispatch(self, conn: Connection, packet: Packet) -> None:
         """Handle one request; answers it, never raises (but Cancelled)."""
@@ -447,13 +506,18 @@ class EventBus:
             if isinstance(packet, Emit):
                 await self._handle_emit(conn, packet)
             elif isinstance(packet, Publish):
-                await self._allow(self._authorize_publish, conn, packet.room, packet.event)
-                self._answer_publish(conn, packet)
+                allowed = self._hook_now(self._authorize_publish, conn, packet.room,
+                                         packet.event)
+                self._publish_if(conn, packet, await allowed if inspect.isawaitable(allowed)
+                                 else allowed)
             elif isinstance(packet, Join):
                 self._check_join(conn, packet.room)
+                allowed = True
                 if packet.room not in conn.rooms:
-                    await self._allow(self._authorize_join, conn, packet.room)
-                conn.answer(ack_id, self._join(conn, packet.room).to_wire())
+                    allowed = self._hook_now(self._authorize_join, conn, packet.room)
+                    if inspect.isawaitable(allowed):
+                        allowed = await allowed
+                self._join_if(conn, packet, allowed)
             elif isinstance(packet, Leave):
                 self._leave(conn, packet.room)
                 conn.answer(ack_id, None)
@@ -467,16 +531,6 @@ class EventBus:
         finally:
             self._running -= 1
 
-    async def _allow(self, hook: Callable[..., Any] | None, *args: Any) -> None:
-        if hook is None:
-            self._allow_now(hook, *args)
-            return
-        allowed = hook(*args)
-        if inspect.isawaitable(allowed):
-            allowed = await allowed
-        if not allowed:
-            raise Forbidden(f"not allowed for room {args[1]!r}")
-
     async def _handle_emit(self, conn: Connection, packet: Emit) -> None:
         handler = self._handlers.get(packet.event)
         if handler is None and self._catch_all is None:
@@ -484,17 +538,19 @@ class EventBus:
         if handler is None or handler.concurrency == 1:
             await self._run_handler(conn, packet, handler)
             return
-        limiter = self._limiters.get((conn.sid, packet.event))
+        limiter = conn.limiters.get(packet.event)
         if limiter is None:
-            limiter = self._limiters[(conn.sid, packet.event)] = trio.CapacityLimiter(
-                handler.concurrency)
-        # Waiting here (not in the spawned task) keeps start order and the bound.
-        await limiter.acquire_on_behalf_of(packet)
+            limiter = conn.limiters[packet.event] = trio.CapacityLimiter(handler.concurrency)
+        # Waiting here (not in the spawned task) keeps start order and the bound. Each
+        # run borrows with a token of its own: packets compare equal by value.
+        token = object()
+        await limiter.acquire_on_behalf_of(token)
         assert conn._nursery is not None
-        conn._nursery.start_soon(self._run_limited, conn, packet, handler, limiter)
+        conn._nursery.start_soon(self._run_limited, conn, packet, handler, limiter, token)
 
     async def _run_limited(
-        self, conn: Connection, packet: Emit, handler: Handler, limiter: trio.CapacityLimiter
+        self, conn: Connection, packet: Emit, handler: Handler, limiter: trio.CapacityLimiter,
+        token: object,
     ) -> None:
         self._running += 1
         try:
@@ -506,7 +562,7 @@ class EventBus:
             conn.answer_error(packet.ack_id, InternalError("internal error"))
         finally:
             self._running -= 1
-            limiter.release_on_behalf_of(packet)
+            limiter.release_on_behalf_of(token)
 
     async def _run_handler(self, conn: Connection, packet: Emit, handler: Handler | None) -> None:
         if handler is None:
@@ -520,10 +576,14 @@ class EventBus:
 
     # --- connection lifecycle ---------------------------------------------------------
 
-    async def _connected(self, conn: Connection) -> None:
+    def _connected(self, conn: Connection) -> None:
         self._connections[conn.sid] = conn
-        if self._on_connect is None:
-            return
+        if self._draining:
+            # Opened while the shutdown was taking its list of connections.
+            conn.close(CloseCode.GOING_AWAY, "server shutting down")
+
+    async def _run_on_connect(self, conn: Connection) -> None:
+        assert self._on_connect is not None
         try:
             await self._on_connect(conn)
         except Exception:
@@ -535,8 +595,6 @@ class EventBus:
         for room in conn.rooms:
             self._rooms.leave(room, conn)
         self._connections.pop(conn.sid, None)
-        for key in [k for k in self._limiters if k[0] == conn.sid]:
-            del self._limiters[key]
         if self._on_disconnect is None:
             return
         assert conn.disconnect is not None

@@ -11,10 +11,12 @@ writer, and the worker that runs its handlers in order).
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import os
 import secrets
 from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -108,7 +110,6 @@ class Connection:
         "_closing",
         "_codec",
         "_direct_fd",
-        "_drained",
         "_errors",
         "_flushed",
         "_fragments",
@@ -128,6 +129,7 @@ class Connection:
         "_ws",
         "closed",
         "disconnect",
+        "limiters",
         "next_call_id",
         "next_ping",
         "ping_deadline",
@@ -162,13 +164,14 @@ class Connection:
         self._outbox: Outbox | None = None
         self._writing = False
         self._flushed: trio.Event | None = None
-        self._inbox: deque[Packet] | None = None
+        self._inbox: deque[Packet | Awaitable[None]] | None = None
         self._inbox_limit = config.max_pending + _INBOX_SLACK
-        self._drained: trio.Event | None = None
         self._worker = False
         self._worker_busy = False
         self._lot: trio.lowlevel.ParkingLot | None = None
         self._client_acks: set[int] = set()
+        #: Bounds of this connection's concurrent handlers, by event.
+        self.limiters: dict[str, trio.CapacityLimiter] = {}
         self._calls: dict[int, _PendingCall] = {}
         self.next_call_id = 1
         self._tokens = float(config.burst)
@@ -204,7 +207,8 @@ class Connection:
     def join(self, room: str) -> None:
         """Add this connection to a room (no authorization: this is server code)."""
         check_name(room, "room", self._bus.config.max_name, reserved_ok=True)
-        self._bus._join(self, room)
+        if not self.closed:
+            self._bus._join(self, room)
 
     def leave(self, room: str) -> None:
         """Remove this connection from a room; leaving a room it is not in is fine."""
@@ -235,7 +239,7 @@ class Connection:
         Returns:
             How many connections it was sent to.
         """
-        return self._bus.emit(event, data, to=to, skip=self, delivery=delivery, key=key)
+        return self._bus._emit_room(event, data, to, self, Delivery(delivery), key)
 
     async def call(self, event: str, data: Any = None, *, timeout: float | None = None) -> Any:
         """Ask the client for an answer: send an event with an ack id and wait.
@@ -319,7 +323,7 @@ class Connection:
             except BlockingIOError:
                 sent = 0
             except OSError:
-                self._abort(CloseCode.GOING_AWAY, "connection lost", by_server=False)
+                self._abort(1006, "connection lost", by_server=False)
                 return
             if sent == len(frame):
                 return
@@ -391,7 +395,7 @@ class Connection:
                         continue
                     view = view[sent:]
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
-            self._abort(CloseCode.GOING_AWAY, "connection lost", by_server=False)
+            self._abort(1006, "connection lost", by_server=False)
         finally:
             self._writing = False
             if self._flushed is not None:
@@ -410,7 +414,13 @@ class Connection:
                         self.frame(Welcome(self.sid, self.resume_token, bus.welcome_options)),
                         Delivery.RELIABLE, None, None,
                     )
-                    await bus._connected(self)
+                    bus._connected(self)
+                    if bus._on_connect is not None:
+                        # The hook runs in the worker, before any request, while the
+                        # reader already reads (the hook may call the client).
+                        self._worker = self._worker_busy = True
+                        self._inbox = deque()
+                        nursery.start_soon(self._work, bus._run_on_connect)
                     with trio.CancelScope() as self._read_scope:
                         await self._read_loop()
                     self.closed = True
@@ -432,11 +442,6 @@ class Connection:
         if self.closed or not self._handle_events(ws):
             return
         while True:
-            if self._inbox is not None and len(self._inbox) >= self._inbox_limit:
-                # Stop reading until the handlers catch up: TCP pushes back on the
-                # client, and the inbox stays bounded.
-                self._drained = trio.Event()
-                await self._drained.wait()
             data: bytes | bytearray
             try:
                 if fd >= 0:
@@ -468,10 +473,15 @@ class Connection:
                 if not self._on_message(event):
                     return False
             elif isinstance(event, Ping):
-                self._send_control(ws.send(event.response()))
+                if ws.state is ConnectionState.OPEN:
+                    # Queued like any reliable message, so a client that pings and
+                    # never reads fills its queue and is closed, not the server.
+                    self.send_frame(ws.send(event.response()), Delivery.RELIABLE, None, None)
             elif isinstance(event, CloseConnection):
                 return self._on_close(ws, event)
             # Pongs need nothing more: receiving any bytes already reset the deadline.
+            if self.closed:
+                return False
         return True
 
     def _on_close(self, ws: WSConnection, event: CloseConnection) -> bool:
@@ -489,7 +499,10 @@ class Connection:
         # max_frame counts bytes. wsproto hands text over decoded; a character is at
         # most 4 UTF-8 bytes, so only a long text needs measuring.
         length = len(data)
-        if isinstance(data, str) and length * 4 > self._bus.config.max_frame - self._fragments_size:
+        if isinstance(data, str) and (
+            not event.message_finished or self._fragments
+            or length * 4 > self._bus.config.max_frame
+        ):
             length = len(data.encode("utf-8", "surrogatepass"))
         size = self._fragments_size + length
         if size > self._bus.config.max_frame:
@@ -522,8 +535,7 @@ class Connection:
             return True
         config = self._bus.config
         if config.rate and not self._take_token(config.rate, config.burst):
-            ack_id = _peek_ack_id(self._codec, message)
-            self._reply_error(ack_id, RateLimited("rate limit exceeded; slow down"))
+            self._refuse(message, RateLimited("rate limit exceeded; slow down"))
             return True
         try:
             packet = self._codec.decode(message)
@@ -541,6 +553,12 @@ class Connection:
                 f"ack id {ack_id} is already pending; request not processed",
                 code=ErrorCode.INVALID_PACKET))
         self._errors = 0
+        if self._inbox is not None and len(self._inbox) >= self._inbox_limit:
+            # The handlers are this far behind: refuse rather than stop reading, so
+            # answers to the server's own calls and pongs still get through.
+            self._reply_error(ack_id, TooManyPending(
+                f"{len(self._inbox)} requests already wait for this connection's handlers"))
+            return True
         if ack_id is not None:
             if len(self._client_acks) >= config.max_pending:
                 self._reply_error(ack_id, TooManyPending(
@@ -553,14 +571,32 @@ class Connection:
         if not self._worker_busy and not self._inbox and self._bus._dispatch_now(self, packet):
             return True
         self._inbox.append(packet)
+        self._wake_worker()
+        return True
+
+    def defer(self, work: Awaitable[None]) -> None:
+        """Have the worker await ``work`` before any later request (it finishes a
+        request that turned out to need waiting)."""
+        if self._inbox is None:
+            self._inbox = deque()
+        self._inbox.append(work)
+        self._wake_worker()
+
+    def _wake_worker(self) -> None:
         if self._worker:
-            # No lot yet: the worker has not started, and will find the packet.
+            # No lot yet: the worker has not started, and will find the work.
             if self._lot is not None:
                 self._lot.unpark()
         elif self._nursery is not None:
             self._worker = True
             self._nursery.start_soon(self._work)
-        return True
+
+    def _refuse(self, message: str | bytes, error: RequestError) -> None:
+        """Answer a request with ``error`` without processing (or fully decoding) it."""
+        ack_id = self._codec.request_ack_id(message)
+        if ack_id in self._client_acks:
+            ack_id = None  # that id names a request still running: do not answer it
+        self._reply_error(ack_id, error)
 
     def _protocol_error(self, exc: RemoteProtocolError) -> bool:
         self._errors += 1
@@ -595,21 +631,25 @@ class Connection:
 
     # --- running requests in order --------------------------------------------------
 
-    async def _work(self) -> None:
+    async def _work(
+        self, first: Callable[[Connection], Awaitable[None]] | None = None
+    ) -> None:
         inbox = self._inbox
         assert inbox is not None
         if self._lot is None:
             self._lot = trio.lowlevel.ParkingLot()
         lot = self._lot
         try:
+            if first is not None:
+                await first(self)
             while True:
                 self._worker_busy = True
                 while inbox:
-                    packet = inbox.popleft()
-                    await self._bus._dispatch(self, packet)
-                    if self._drained is not None and len(inbox) <= self._inbox_limit // 2:
-                        self._drained.set()
-                        self._drained = None
+                    item = inbox.popleft()
+                    if inspect.isawaitable(item):
+                        await item
+                    else:
+                        await self._bus._dispatch(self, item)
                 self._worker_busy = False
                 # Once started, the worker stays for the connection's life: the next
                 # request costs a wakeup, not a new task and a timer.
@@ -710,16 +750,3 @@ class Connection:
                 await self.stream.aclose()
             if scope.cancelled_caught:
                 await trio.aclose_forcefully(self.stream)
-
-
-def _peek_ack_id(codec: Codec, message: str | bytes) -> int | None:
-    """The ack id of a request that is refused unprocessed (rate limited), if any,
-    so that the refusal answers it."""
-    try:
-        packet = codec.decode(message)
-    except RemoteProtocolError as exc:
-        return exc.ack_id
-    if isinstance(packet, Ack | ErrorReply):
-        return None
-    ack_id: int | None = getattr(packet, "ack_id", None)
-    return ack_id

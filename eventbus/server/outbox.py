@@ -1,7 +1,8 @@
 """A connection's bounded outbound queue and its delivery policies.
 
 Frames wait here only when the socket would not take them at once. The queue is
-bounded in messages and in bytes; what happens when it is full depends on the
+bounded in messages and in bytes (a gap report may take it one message over);
+what happens when it is full depends on the
 policy a message was sent with:
 
 * ``reliable`` (the default): the message cannot be dropped, so the connection is
@@ -102,6 +103,7 @@ class Outbox:
                 return True
             entry = _Entry(frame, room, key)
             self._latest[(room, key)] = entry
+            self._report_gaps()
             self._append(entry)
             return True
         if self._full():
@@ -172,8 +174,13 @@ class Outbox:
         self.dropped += 1
 
     def _report_gaps(self) -> None:
-        # Gap reports go in before anything queued after the drops, once there is room.
-        if self.gaps and not self._full():
+        # Gap reports go in before anything queued after the drops, as soon as they
+        # fit; the message queued right after them may then overshoot the bound by
+        # one, and an empty queue always takes them (so the writer always makes
+        # progress); the queue stays bounded either way.
+        if self.gaps and (not self._live or (
+                self._live + len(self.gaps) <= self.max_messages
+                and self.bytes < self.max_bytes)):
             gaps, self.gaps = self.gaps, {}
             for room, count in gaps.items():
                 self._append(_Entry(self._encode_gap(room, count), None, None))

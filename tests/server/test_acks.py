@@ -246,12 +246,13 @@ async def test_plain_function_handlers_and_hooks_run_in_order_with_async_ones() 
         log.append(f"join {room}")
         return room != "secret"
 
-    async def allowed() -> bool:
-        return True
+    async def allowed(room: str) -> bool:
+        await trio.lowlevel.checkpoint()
+        return room == "r"
 
     @bus.authorize_publish
-    def bad_hook(sock: Connection, room: str, event: str) -> Any:
-        return allowed()  # an awaitable from a plain function: a bug in the app
+    def wrapped_hook(sock: Connection, room: str, event: str) -> Any:
+        return allowed(room)  # a plain function returning an awaitable: a wrapper
 
     with trio.fail_after(10):
         async with serving(bus) as port, raw_client(port) as c:
@@ -273,9 +274,13 @@ async def test_plain_function_handlers_and_hooks_run_in_order_with_async_ones() 
             invalid = await c.recv()
             assert isinstance(invalid, ErrorReply)
             assert invalid.code == "invalid_payload"
+            # The wrapper's awaitable is awaited: its verdict counts, in order.
             await c.send(Publish("r", "x", None, 7))
-            broken = await c.recv()
-            assert broken == ErrorReply(7, "internal_error", "internal error")
+            await c.send(Publish("elsewhere", "x", None, 8))
+            assert await c.recv() == Ack(7, [bus.position("r").epoch, 1])  # type: ignore[union-attr]
+            refused = await c.recv()
+            assert isinstance(refused, ErrorReply)
+            assert (refused.ack_id, refused.code) == (8, "forbidden")
 
 
 def test_plain_function_handlers_cannot_ask_for_concurrency() -> None:

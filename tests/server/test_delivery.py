@@ -175,7 +175,7 @@ async def test_latest_replaces_older_state_and_the_newest_arrives() -> None:
                 await trio.lowlevel.checkpoint()
             stats = sock.statistics()
             assert stats["dropped"] > 0
-            assert stats["queued_messages"] <= 16
+            assert stats["queued_messages"] <= 16 + 1  # a gap report may add one
 
             def got_last(packets: list[Packet]) -> bool:
                 return any(isinstance(p, RoomEvent) and p.data["n"] == total - 1

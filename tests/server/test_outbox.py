@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from eventbus.server.outbox import Delivery, Outbox
 from eventbus.server.rooms import RoomRegistry
 
@@ -58,10 +63,13 @@ def test_latest_supersedes_the_queued_message_with_the_same_key() -> None:
     box.push(b"other", Delivery.RELIABLE)
     for n in range(10):
         assert box.push(f"p{n}".encode(), Delivery.LATEST, room="g", key="player")
-    box.push(b"q0", Delivery.LATEST, room="g", key="enemy")
-    assert len(box) == 3
-    assert box.gaps == {"g": 9}
-    assert drain(box) == b"otherp9q0|gap:g:9|"
+    box.push(b"q0", Delivery.LATEST, room="g", key="enemy")  # full: dropped
+    assert len(box) <= 3 + 1
+    # Every drop is reported, each report before the messages queued after it, and
+    # the newest state is what arrives.
+    out = drain(box)
+    assert out == b"othergap:g:1gap:g:1p9|gap:g:8|"
+    assert sum(int(n) for n in re.findall(rb"gap:g:(\d+)", out)) == 10
 
 
 def test_latest_without_a_match_in_a_full_queue_is_dropped() -> None:
@@ -76,8 +84,17 @@ def test_superseded_entries_never_pile_up() -> None:
     box = Outbox(max_messages=4, max_bytes=10_000, encode_gap=gap_frame)
     for n in range(10_000):
         box.push(f"{n}".encode(), Delivery.LATEST, room="g", key=str(n % 2))
-    assert len(box) == 2
+    assert len(box) <= 4 + 1
     assert len(box._entries) <= 2 * len(box) + 1
+
+
+def test_a_gap_goes_before_a_latest_message_queued_after_the_drop() -> None:
+    box = Outbox(max_messages=1, max_bytes=1000, encode_gap=gap_frame)
+    box.push(b"B")
+    box.push(b"L0", Delivery.LATEST, room="r", key="k")  # full: dropped
+    assert box.take(100) == b"B"
+    box.push(b"L1", Delivery.LATEST, room="r", key="k")
+    assert drain(box) == b"gap:r:1L1|"
 
 
 def test_control_frames_and_partial_writes_bypass_the_bounds() -> None:
@@ -104,3 +121,32 @@ def test_rooms_track_members_in_order_and_disappear_when_empty() -> None:
     assert rooms.join("r", "c").epoch != first.epoch  # a new history
     rooms.leave("missing", "c")
     assert len(rooms) == 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.integers(min_value=1, max_value=5),
+    st.lists(st.tuples(
+        st.sampled_from(["volatile", "latest", "take"]),
+        st.sampled_from(["r1", "r2", None]),
+        st.sampled_from(["k1", "k2"]),
+    ), max_size=60),
+)
+def test_every_message_is_delivered_or_reported_and_the_queue_stays_bounded(
+    size: int, steps: list[tuple[str, str | None, str]],
+) -> None:
+    box = Outbox(max_messages=size, max_bytes=10_000, encode_gap=gap_frame)
+    pushed = 0
+    out = b""
+    for n, (action, room, key) in enumerate(steps):
+        if action == "take":
+            out += box.take(1 << 20)
+            continue
+        pushed += 1
+        box.push(f"<{n}>".encode(), Delivery(action), room=room, key=key)
+        assert len(box) <= size + 3  # one message over, plus a report per room
+    out += drain(box)
+    delivered = len(re.findall(rb"<\d+>", out))
+    reported = sum(int(c) for c in re.findall(rb"gap:[^:]+:(\d+)", out))
+    assert delivered + reported == pushed
+    assert box.idle
