@@ -311,6 +311,12 @@ def markdown(results: dict[str, Any], png_name: str) -> str:
                 add(f"| {pct:.1f} | `{name}` |")
             add("")
 
+    # What the numbers do not say by themselves (a missed target: why, and what
+    # was tried) is written by people, in a file kept beside the runner.
+    analysis = Path(__file__).with_name("ANALYSIS.md")
+    if analysis.is_file():
+        add(analysis.read_text().rstrip() + "\n")
+
     add("## Method\n")
     add(_method_text(meta))
     add("## Setup\n")
