@@ -111,8 +111,6 @@ class EventBus:
         self._authenticate: AuthHook | None = None
         self._authorize_join: RoomHook | None = None
         self._authorize_publish: PublishHook | None = None
-        self._async_join_hook = False
-        self._async_publish_hook = False
         self._connections: dict[str, Connection] = {}
         self._rooms: RoomRegistry[Connection] = RoomRegistry()
         self._running = 0
@@ -128,10 +126,9 @@ class EventBus:
         The handler's return value answers the client's request when it asked for
         one. Raise a :class:`~eventbus.RequestError` to answer with its code.
 
-        A plain ``def handler(sock, data)`` works too: it cannot wait, so it runs as
-        soon as the request is read, without a task switch (the fastest path). An
-        async handler runs in the connection's worker task, so that it may wait,
-        even for an answer from the same client (``await sock.call(...)``).
+        A plain ``def handler(sock, data)`` works too. Handlers run in the
+        connection's worker task, apart from its reader, so that one may wait even
+        for an answer from the same client (``await sock.call(...)``).
 
         Args:
             event: The event name.
@@ -181,14 +178,12 @@ class EventBus:
     def authorize_join(self, func: F) -> F:
         """Register ``hook(sock, room) -> bool`` (sync or async): may the client join?"""
         self._authorize_join = func
-        self._async_join_hook = inspect.iscoroutinefunction(func)
         return func
 
     def authorize_publish(self, func: F) -> F:
         """Register ``hook(sock, room, event) -> bool`` (sync or async): may the
         client publish this event to the room?"""
         self._authorize_publish = func
-        self._async_publish_hook = inspect.iscoroutinefunction(func)
         return func
 
     # --- the app's view -----------------------------------------------------------------
@@ -382,119 +377,6 @@ class EventBus:
 
     # --- requests from clients ------------------------------------------------------
 
-    def _dispatch_now(self, conn: Connection, packet: Packet) -> bool:
-        """Handle a request at once if that needs no waiting: a plain-function
-        handler, or a room request whose authorization is plain too. Returns False
-        when the request must go to the connection's worker task instead."""
-        ack_id: int | None = getattr(packet, "ack_id", None)
-        try:
-            if self._draining:
-                raise Unavailable("the server is shutting down")
-            if isinstance(packet, Emit):
-                handler = self._handlers.get(packet.event) or self._catch_all
-                if handler is None:
-                    raise UnknownEvent(f"no handler for event {packet.event!r}")
-                if handler.is_async:
-                    return False
-                if handler is self._catch_all:
-                    result = handler.func(conn, packet.event, packet.data)
-                else:
-                    result = handler.func(conn, handler.structure(packet.event, packet.data))
-                if inspect.isawaitable(result):
-                    # A plain function that returns an awaitable (a wrapper around an
-                    # async one): it goes to the worker from now on, and this time
-                    # the worker awaits what it returned.
-                    self._mark_async(packet.event, handler)
-                    conn.defer(self._finish(conn, ack_id, result, partial(
-                        self._answer_with, conn, ack_id)))
-                    return True
-                conn.answer(ack_id, handler.unstructure(result))
-            elif isinstance(packet, Publish):
-                if self._async_publish_hook:
-                    return False
-                allowed = self._hook_now(self._authorize_publish, conn, packet.room, packet.event)
-                if inspect.isawaitable(allowed):
-                    self._async_publish_hook = True
-                    conn.defer(self._finish(conn, ack_id, allowed, partial(
-                        self._publish_if, conn, packet)))
-                    return True
-                self._publish_if(conn, packet, allowed)
-            elif isinstance(packet, Join):
-                if self._async_join_hook:
-                    return False
-                self._check_join(conn, packet.room)
-                allowed = True
-                if packet.room not in conn.rooms:
-                    allowed = self._hook_now(self._authorize_join, conn, packet.room)
-                if inspect.isawaitable(allowed):
-                    self._async_join_hook = True
-                    conn.defer(self._finish(conn, ack_id, allowed, partial(
-                        self._join_if, conn, packet)))
-                    return True
-                self._join_if(conn, packet, allowed)
-            elif isinstance(packet, Leave):
-                self._leave(conn, packet.room)
-                conn.answer(ack_id, None)
-            else:
-                return False
-        except RequestError as exc:
-            conn.answer_error(ack_id, exc)
-        except Exception:
-            logger.exception("error handling %s from %s", type(packet).__name__, conn.sid)
-            conn.answer_error(ack_id, InternalError("internal error"))
-        return True
-
-    def _check_join(self, conn: Connection, room: str) -> None:
-        if room not in conn.rooms and len(conn.rooms) >= self.config.max_rooms:
-            raise TooManyRooms(f"a connection may join {self.config.max_rooms} rooms")
-
-    def _publish_if(self, conn: Connection, packet: Publish, allowed: Any) -> Any:
-        if not allowed:
-            raise Forbidden(f"not allowed for room {packet.room!r}")
-        _, position = self._publish(packet.room, packet.event, packet.data, conn,
-                                    Delivery.RELIABLE, None)
-        conn.answer(packet.ack_id, None if position is None else position.to_wire())
-
-    def _join_if(self, conn: Connection, packet: Join, allowed: Any) -> Any:
-        if not allowed:
-            raise Forbidden(f"not allowed for room {packet.room!r}")
-        conn.answer(packet.ack_id, self._join(conn, packet.room).to_wire())
-
-    def _hook_now(self, hook: Callable[..., Any] | None, *args: Any) -> Any:
-        """An authorization hook's verdict: a boolean, or an awaitable of one."""
-        if hook is None:
-            if self.config.open_rooms:
-                return True
-            raise Forbidden("rooms are closed to clients on this server")
-        return hook(*args)
-
-    @staticmethod
-    def _answer_with(conn: Connection, ack_id: int | None, result: Any) -> None:
-        conn.answer(ack_id, Handler.unstructure(result))
-
-    def _mark_async(self, event: str, handler: Handler) -> None:
-        async_handler = attrs.evolve(handler, is_async=True)
-        if handler is self._catch_all:
-            self._catch_all = async_handler
-        else:
-            self._handlers[event] = async_handler
-
-    async def _finish(
-        self, conn: Connection, ack_id: int | None, pending: Awaitable[Any],
-        complete: Callable[[Any], Any],
-    ) -> None:
-        """Await what a plain function returned, then complete the request."""
-        self._running += 1
-        try:
-            complete(await pending)
-        except RequestError as exc:
-            conn.answer_error(ack_id, exc)
-        except Exception:
-            logger.exception("error handling a request from %s", conn.sid)
-            conn.answer_error(ack_id, InternalError("internal error"))
-        finally:
-            self._running -= 1
-
     async def _dispatch(self, conn: Connection, packet: Packet) -> None:
         """Handle one request; answers it, never raises (but Cancelled)."""
         ack_id: int | None = getattr(packet, "ack_id", None)
@@ -506,18 +388,16 @@ class EventBus:
             if isinstance(packet, Emit):
                 await self._handle_emit(conn, packet)
             elif isinstance(packet, Publish):
-                allowed = self._hook_now(self._authorize_publish, conn, packet.room,
-                                         packet.event)
-                self._publish_if(conn, packet, await allowed if inspect.isawaitable(allowed)
-                                 else allowed)
+                await self._authorize(self._authorize_publish, conn, packet.room, packet.event)
+                _, position = self._publish(packet.room, packet.event, packet.data, conn,
+                                            Delivery.RELIABLE, None)
+                conn.answer(ack_id, None if position is None else position.to_wire())
             elif isinstance(packet, Join):
-                self._check_join(conn, packet.room)
-                allowed = True
                 if packet.room not in conn.rooms:
-                    allowed = self._hook_now(self._authorize_join, conn, packet.room)
-                    if inspect.isawaitable(allowed):
-                        allowed = await allowed
-                self._join_if(conn, packet, allowed)
+                    if len(conn.rooms) >= self.config.max_rooms:
+                        raise TooManyRooms(f"a connection may join {self.config.max_rooms} rooms")
+                    await self._authorize(self._authorize_join, conn, packet.room)
+                conn.answer(ack_id, self._join(conn, packet.room).to_wire())
             elif isinstance(packet, Leave):
                 self._leave(conn, packet.room)
                 conn.answer(ack_id, None)
@@ -530,6 +410,18 @@ class EventBus:
             conn.answer_error(ack_id, InternalError("internal error"))
         finally:
             self._running -= 1
+
+    async def _authorize(self, hook: Callable[..., Any] | None, *args: Any) -> None:
+        """Run a room authorization hook (plain or async); raise Forbidden on no."""
+        if hook is None:
+            if self.config.open_rooms:
+                return
+            raise Forbidden("rooms are closed to clients on this server")
+        allowed = hook(*args)
+        if inspect.isawaitable(allowed):
+            allowed = await allowed
+        if not allowed:
+            raise Forbidden(f"not allowed for room {args[1]!r}")
 
     async def _handle_emit(self, conn: Connection, packet: Emit) -> None:
         handler = self._handlers.get(packet.event)

@@ -11,7 +11,6 @@ writer, and the worker that runs its handlers in order).
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
 import os
 import secrets
@@ -124,7 +123,6 @@ class Connection:
         "_tokens",
         "_tokens_at",
         "_worker",
-        "_worker_busy",
         "_writing",
         "_ws",
         "closed",
@@ -164,10 +162,9 @@ class Connection:
         self._outbox: Outbox | None = None
         self._writing = False
         self._flushed: trio.Event | None = None
-        self._inbox: deque[Packet | Awaitable[None]] | None = None
+        self._inbox: deque[Packet] | None = None
         self._inbox_limit = config.max_pending + _INBOX_SLACK
         self._worker = False
-        self._worker_busy = False
         self._lot: trio.lowlevel.ParkingLot | None = None
         self._client_acks: set[int] = set()
         #: Bounds of this connection's concurrent handlers, by event.
@@ -418,7 +415,7 @@ class Connection:
                     if bus._on_connect is not None:
                         # The hook runs in the worker, before any request, while the
                         # reader already reads (the hook may call the client).
-                        self._worker = self._worker_busy = True
+                        self._worker = True
                         self._inbox = deque()
                         nursery.start_soon(self._work, bus._run_on_connect)
                     with trio.CancelScope() as self._read_scope:
@@ -567,20 +564,9 @@ class Connection:
             self._client_acks.add(ack_id)
         if self._inbox is None:
             self._inbox = deque()
-        # Order matters: a request may skip the worker only if nothing waits for it.
-        if not self._worker_busy and not self._inbox and self._bus._dispatch_now(self, packet):
-            return True
         self._inbox.append(packet)
         self._wake_worker()
         return True
-
-    def defer(self, work: Awaitable[None]) -> None:
-        """Have the worker await ``work`` before any later request (it finishes a
-        request that turned out to need waiting)."""
-        if self._inbox is None:
-            self._inbox = deque()
-        self._inbox.append(work)
-        self._wake_worker()
 
     def _wake_worker(self) -> None:
         if self._worker:
@@ -643,20 +629,13 @@ class Connection:
             if first is not None:
                 await first(self)
             while True:
-                self._worker_busy = True
                 while inbox:
-                    item = inbox.popleft()
-                    if inspect.isawaitable(item):
-                        await item
-                    else:
-                        await self._bus._dispatch(self, item)
-                self._worker_busy = False
+                    await self._bus._dispatch(self, inbox.popleft())
                 # Once started, the worker stays for the connection's life: the next
                 # request costs a wakeup, not a new task and a timer.
                 await lot.park()
         finally:
             self._worker = False
-            self._worker_busy = False
 
     def answer(self, ack_id: int | None, value: Any) -> None:
         """Send the answer to a client request (nothing if it asked for none)."""

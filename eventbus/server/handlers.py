@@ -28,9 +28,7 @@ class Handler:
     """A registered event handler.
 
     Attributes:
-        func: ``async def func(sock, data)``, or a plain ``def``: a plain function
-            cannot wait, so it runs right where the request is read, without a
-            task switch (the fastest path).
+        func: ``async def func(sock, data)``, or a plain ``def``.
         payload_type: The attrs class the data is structured into, if any.
         concurrency: How many runs of this handler one connection may have at once;
             1 (the default) runs them one after another, in order.
@@ -39,7 +37,6 @@ class Handler:
     func: Callable[..., Any]
     payload_type: type | None = None
     concurrency: int = 1
-    is_async: bool = True
 
     def structure(self, event: str, data: Any) -> Any:
         """The handler's argument for ``data``.
@@ -69,17 +66,13 @@ def make_handler(func: Callable[..., Any], concurrency: int = 1) -> Handler:
 
     Raises:
         TypeError: ``func`` is not callable.
-        ValueError: ``concurrency`` is below 1, or above 1 for a plain function
-            (which finishes before the next request is read anyway).
+        ValueError: ``concurrency`` is below 1.
     """
     if not callable(func):
         raise TypeError(f"handler {func!r} must be a function")
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    is_async = inspect.iscoroutinefunction(func)
-    if not is_async and concurrency != 1:
-        raise ValueError("concurrency applies to async handlers only")
-    return Handler(func, _payload_type(func), concurrency, is_async)
+    return Handler(func, _payload_type(func), concurrency)
 
 
 def _payload_type(func: Callable[..., Any]) -> type | None:

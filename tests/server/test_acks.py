@@ -281,9 +281,3 @@ async def test_plain_function_handlers_and_hooks_run_in_order_with_async_ones() 
             refused = await c.recv()
             assert isinstance(refused, ErrorReply)
             assert (refused.ack_id, refused.code) == (8, "forbidden")
-
-
-def test_plain_function_handlers_cannot_ask_for_concurrency() -> None:
-    bus = eventbus.EventBus()
-    with pytest.raises(ValueError, match="async handlers only"):
-        bus.on("x", concurrency=2)(lambda sock, data: None)
