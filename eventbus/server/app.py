@@ -259,7 +259,9 @@ class EventBus:
         if to is None:
             return self._fan_out(Event(event, data), self._connections.values(), skip,
                                  policy, None, key)
-        return self._emit_room(event, data, to, skip, policy, key)
+        check_name(to, "room", self.config.max_name, reserved_ok=True)
+        sent, _ = self._publish(to, event, data, skip, policy, key)
+        return sent
 
     def _emit_room(
         self, event: str, data: Any, room: str, skip: Connection | None, delivery: Delivery,

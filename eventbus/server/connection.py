@@ -311,22 +311,7 @@ class Connection:
         Never blocks and never raises: a connection that cannot keep up with a
         reliable message is closed with 4001 instead.
         """
-        if self.closed or self._closing:
-            return
-        box = self._outbox
-        if not self._writing and (box is None or box.idle) and self._direct_fd >= 0:
-            try:
-                sent = os.write(self._direct_fd, frame)
-            except BlockingIOError:
-                sent = 0
-            except OSError:
-                self._abort(1006, "connection lost", by_server=False)
-                return
-            if sent == len(frame):
-                return
-            # The frame is partly on the wire: its rest must follow, whatever policy.
-            self._box().push_control(frame[sent:])
-            self._start_writer()
+        if self.closed or self._closing or self._write_now(frame):
             return
         box = self._box()
         if not box.push(frame, delivery, room, key):
@@ -338,20 +323,28 @@ class Connection:
         self._start_writer()
 
     def _send_control(self, data: bytes) -> None:
-        box = self._outbox
-        if self._writing or (box is not None and not box.idle) or self._direct_fd < 0:
+        if not self._write_now(data):
             self._box().push_control(data)
             self._start_writer()
-            return
+
+    def _write_now(self, data: bytes) -> bool:
+        """Write ``data`` straight to the socket when nothing waits before it; what
+        the kernel refuses is queued first in line. False when it must be queued."""
+        box = self._outbox
+        if self._writing or (box is not None and not box.idle) or self._direct_fd < 0:
+            return False
         try:
             sent = os.write(self._direct_fd, data)
         except BlockingIOError:
             sent = 0
         except OSError:
-            return
+            self._abort(1006, "connection lost", by_server=False)
+            return True
         if sent < len(data):
+            # Partly on the wire: the rest must follow, whatever the policy.
             self._box().push_control(data[sent:])
             self._start_writer()
+        return True
 
     def _box(self) -> Outbox:
         box = self._outbox
