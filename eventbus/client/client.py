@@ -138,8 +138,9 @@ class Client(Session):
 
     @property
     def positions(self) -> Mapping[str, Position]:
-        """The last position seen per room, from JOIN and PUBLISH acks and room
-        events, as RESUME will need it."""
+        """The last position seen per room, as RESUME will need it: from JOIN and
+        PUBLISH acks and room events, in the order they arrived. Within an epoch a
+        room's position only moves forward; a new epoch replaces it."""
         return dict(self._positions)
 
     def statistics(self) -> dict[str, int]:
@@ -252,6 +253,9 @@ class Client(Session):
         except BaseException:
             if not known:
                 self._explicit.discard(room)
+                if room not in self.rooms:
+                    # ROOM_EVENTs read while the join was unanswered recorded one.
+                    self._positions.pop(room, None)
             raise
 
     async def leave(self, room: str, *, timeout: float | None = None) -> None:
@@ -285,11 +289,8 @@ class Client(Session):
         self._check_name(room, "room")
         self._check_name(event, "event")
         result = await self._request(partial(Publish, room, event, data), timeout,
-                                     f"publish to {room!r}")
-        position = position_from(result)
-        if position is not None and room in self.rooms:
-            self._positions[room] = position
-        return position
+                                     f"publish to {room!r}", position_of=room)
+        return position_from(result)
 
     @asynccontextmanager
     async def subscribe(self, *rooms: str, buffer: int = 1000) -> AsyncIterator[Subscription]:
@@ -345,19 +346,20 @@ class Client(Session):
                             logger.warning("could not leave %r: %s", room, exc)
 
     async def _join_now(self, room: str, timeout: float | None) -> Position:
-        result = await self._request(partial(Join, room), timeout, f"join {room!r}")
+        result = await self._request(partial(Join, room), timeout, f"join {room!r}",
+                                     position_of=room)
         position = position_from(result)
         if position is None:
             raise RemoteProtocolError(f"the server answered a join with {result!r}, "
                                       "not a position")
-        self._positions[room] = position
         return position
 
     async def _request(
-        self, make: Callable[[int], Packet], timeout: float | None, what: str
+        self, make: Callable[[int], Packet], timeout: float | None, what: str,
+        *, position_of: str | None = None,
     ) -> Any:
         link = await self._wait_link()
-        return await self._request_on(link, make, timeout, what)
+        return await self._request_on(link, make, timeout, what, position_of=position_of)
 
     def _check_name(self, name: str, what: str) -> None:
         options = self.options

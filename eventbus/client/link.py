@@ -28,14 +28,21 @@ def closed_copy(error: ConnectionClosed) -> ConnectionClosed:
 
 
 class Pending:
-    """A request waiting for its ACK or ERROR."""
+    """A request waiting for its ACK or ERROR.
 
-    __slots__ = ("done", "error", "value")
+    Attributes:
+        position_of: The room whose position the ACK carries (JOIN and PUBLISH), for
+            the reader to record when it reads the ACK, in order with the room's
+            ROOM_EVENTs; ``None`` for other requests.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("done", "error", "position_of", "value")
+
+    def __init__(self, position_of: str | None = None) -> None:
         self.done = trio.Event()
         self.value: Any = None
         self.error: EventBusError | None = None
+        self.position_of = position_of
 
     def resolve(self, value: Any) -> None:
         self.value = value

@@ -113,8 +113,15 @@ class Session:
     # --- requests on a link ------------------------------------------------------
 
     async def _request_on(
-        self, link: Link, make: Callable[[int], Packet], timeout: float | None, what: str
+        self, link: Link, make: Callable[[int], Packet], timeout: float | None, what: str,
+        *, position_of: str | None = None,
     ) -> Any:
+        """Send a request on ``link`` and wait for its answer.
+
+        Args:
+            position_of: The room whose position the ACK carries; the reader records
+                it (see :meth:`_record_position`).
+        """
         if self._in_reader(link):
             raise RuntimeError(
                 f"cannot {what} and wait for its answer inside an event handler: the answer "
@@ -135,7 +142,7 @@ class Session:
         try:
             ack_id = link.allocate()
             payload = link.encode(make(ack_id))
-            pending = link.pending[ack_id] = Pending()
+            pending = link.pending[ack_id] = Pending(position_of)
             try:
                 # Not under the deadline: a send cut short would break the stream.
                 await link.send(payload)
@@ -151,6 +158,24 @@ class Session:
         if pending.error is not None:
             raise pending.error
         return pending.value
+
+    def _record_position(self, room: str, position: Position) -> None:
+        """Record ``position`` as the last one seen in ``room``.
+
+        Only the reader calls this, as it reads ROOM_EVENTs and the ACKs of JOIN and
+        PUBLISH: recording when the requester wakes up instead could overwrite a
+        later ROOM_EVENT the reader got to first. Within an epoch a position only
+        moves forward, since the server may write a ROOM_EVENT ahead of the ACK of
+        an earlier position; a new epoch replaces it, because positions of
+        different epochs cannot be compared (PROTOCOL.md section 8) and the new
+        one is the room's current history. A room the client is no longer in is
+        not recorded: RESUME must not name it.
+        """
+        if room not in self.rooms:
+            return
+        known = self._positions.get(room)
+        if known is None or known.epoch != position.epoch or known.seq < position.seq:
+            self._positions[room] = position
 
     def _in_reader(self, link: Link) -> bool:
         return trio.lowlevel.current_task() is link.reader
@@ -300,7 +325,8 @@ class Session:
         resume sessions, so RESUME is not tried)."""
         for room in sorted(self.rooms):
             try:
-                result = await self._request_on(link, partial(Join, room), None, f"join {room!r}")
+                await self._request_on(link, partial(Join, room), None, f"join {room!r}",
+                                       position_of=room)
                 if room not in self.rooms:  # left while the join was on its way
                     await self._request_on(link, partial(Leave, room), None, f"leave {room!r}")
                     continue
@@ -315,10 +341,6 @@ class Session:
                 continue
             except EventBusError as exc:  # CallTimeout: keep the room for next time
                 logger.warning("could not join %r again after reconnecting: %s", room, exc)
-                continue
-            position = position_from(result)
-            if position is not None:
-                self._positions[room] = position
 
     # --- the reader ---------------------------------------------------------------------
 
@@ -346,6 +368,9 @@ class Session:
             pending = link.pending.get(packet.ack_id)
             if pending is not None:  # else: a late answer to a request that timed out
                 pending.resolve(packet.data)
+                position = position_from(packet.data)
+                if pending.position_of is not None and position is not None:
+                    self._record_position(pending.position_of, position)
         elif isinstance(packet, ErrorReply):
             error = error_from_code(packet.code, packet.message)
             if packet.ack_id is not None:
@@ -364,8 +389,7 @@ class Session:
 
     async def _on_room_event(self, packet: RoomEvent) -> None:
         room = packet.room
-        if room in self.rooms:
-            self._positions[room] = packet.position
+        self._record_position(room, packet.position)
         incoming = Incoming(room, packet.event, packet.data, packet.epoch, packet.seq)
         for subscription in self._subscriptions:
             if room in subscription.rooms:

@@ -9,13 +9,16 @@ Tests over real sockets use the real clock; tests over memory streams
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import trio
+import trio_websocket
 
 from eventbus import Connection, EventBus, Forbidden
+from eventbus.protocol import JSON_SUBPROTOCOL, JsonCodec, Packet, Role, Welcome
 
 
 class Bus(EventBus):
@@ -112,4 +115,43 @@ async def serving(bus: EventBus) -> AsyncIterator[Server]:
         server = Server(nursery, bus)
         await server.start()
         yield server
+        nursery.cancel_scope.cancel()
+
+
+class Peer:
+    """The server's end of one connection of a :func:`scripted` server."""
+
+    def __init__(self, ws: trio_websocket.WebSocketConnection, number: int) -> None:
+        self.ws = ws
+        self.number = number  # 1 for the first connection, 2 after a reconnect...
+        self.codec = JsonCodec(Role.SERVER)
+
+    async def send(self, *packets: Packet) -> None:
+        for packet in packets:
+            await self.ws.send_message(self.codec.encode(packet).decode())
+
+    async def receive(self) -> Packet:
+        return self.codec.decode(await self.ws.get_message())
+
+
+@asynccontextmanager
+async def scripted(script: Callable[[Peer], Awaitable[None]]) -> AsyncIterator[str]:
+    """A server on 127.0.0.1 that sends WELCOME, then runs ``script(peer)`` for each
+    connection, to put packets on the wire in an order the real server may produce
+    but not on demand. Yields its URL. A connection closes when its script returns
+    (code 1000 unless the script closed it)."""
+
+    count = 0
+
+    async def handler(request: trio_websocket.WebSocketRequest) -> None:
+        nonlocal count
+        count += 1
+        peer = Peer(await request.accept(subprotocol=JSON_SUBPROTOCOL), count)
+        await peer.send(Welcome(f"scripted{count}", "t" * 43))
+        await script(peer)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(partial(
+            trio_websocket.serve_websocket, handler, "127.0.0.1", 0, ssl_context=None))
+        yield f"ws://127.0.0.1:{server.port}/"
         nursery.cancel_scope.cancel()
