@@ -82,8 +82,11 @@ class Client(Session):
     (:meth:`emit`, :meth:`call`, :meth:`join`, :meth:`publish`) waits up to
     ``wait_reconnect`` seconds for it to come back, then raises
     :class:`~eventbus.ConnectionClosed`. Once the client has stopped for good
-    (reconnection off, close code 1000/4003/4004, handshake refused with a 4xx,
-    ``max_attempts`` reached, or the block exited) they raise it at once.
+    (reconnection off; a close code after which it does not reconnect, listed
+    under *Reconnecting* in the client reference; handshake refused with a 4xx;
+    ``max_attempts`` reached; or the block exited) they raise it at once, and
+    subscriptions end by raising it, with the server's ``close_code`` and
+    ``reason``.
 
     Handlers registered with :meth:`on` run in the client's reader task, one at a
     time, in arrival order: keep them short. Inside a handler, :meth:`emit` works

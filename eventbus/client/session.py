@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from functools import partial
+from types import MappingProxyType
 from typing import Any
 
 import trio
@@ -55,16 +56,26 @@ from .messages import Incoming
 from .subscription import Subscription
 from .transport import Opener, map_exceptions
 
-__all__ = ["Session", "position_from"]
+__all__ = ["NO_RECONNECT_CLOSE_CODES", "Session", "position_from"]
 
 logger = logging.getLogger("eventbus.client")
 
-#: Close codes after which reconnecting is pointless or forbidden (PROTOCOL.md §14).
-_FINAL_CLOSE_CODES = frozenset({CloseCode.NORMAL, CloseCode.UNAUTHORIZED,
-                                CloseCode.SESSION_TAKEN_OVER})
-#: Close codes that mean this client broke a rule: reconnect, but say so.
-_CLIENT_BUG_CLOSE_CODES = frozenset({CloseCode.PROTOCOL_ERROR, CloseCode.INVALID_DATA,
-                                     CloseCode.MESSAGE_TOO_BIG, CloseCode.TOO_MANY_ERRORS})
+_REPEATS = "; reconnecting would repeat it"
+#: The close codes after which the client stops instead of reconnecting, with why
+#: (PROTOCOL.md section 14). After any other close, and after a connection lost
+#: without a close frame (1006), it reconnects with backoff. The codes that mean
+#: this client broke the protocol stop it too: a reconnection would break it the
+#: same way, and a buggy client would become a reconnection loop. eventbus.js
+#: stops after the same codes (its FINAL_CLOSE_CODES).
+NO_RECONNECT_CLOSE_CODES: Mapping[int, str] = MappingProxyType({
+    CloseCode.NORMAL: "the server's application closed the connection on purpose",
+    CloseCode.PROTOCOL_ERROR: "this client broke the WebSocket framing rules" + _REPEATS,
+    CloseCode.INVALID_DATA: "this client sent a text frame that is not UTF-8" + _REPEATS,
+    CloseCode.MESSAGE_TOO_BIG: "this client sent a message over max_frame" + _REPEATS,
+    CloseCode.TOO_MANY_ERRORS: "this client sent too many invalid packets" + _REPEATS,
+    CloseCode.UNAUTHORIZED: "the server revoked the authorization; get new credentials",
+    CloseCode.SESSION_TAKEN_OVER: "another connection resumed this session",
+})
 
 
 class Session:
@@ -243,8 +254,9 @@ class Session:
             if verdict is None and self.backoff is not None and self.backoff.gives_up(failures):
                 verdict = f"gave up after {failures} attempts"
             if verdict is not None:
-                logger.warning("not reconnecting to %s: %s", self._target, verdict)
-                self._finish(_closed_because(error, verdict))
+                final = _closed_because(error, verdict)
+                logger.warning("not reconnecting to %s: %s", self._target, final)
+                self._finish(final)
                 return
             assert self.backoff is not None
             delay = self.backoff.delay(failures)
@@ -270,13 +282,7 @@ class Session:
                 return f"the server refused the handshake ({error})"
             return None
         code = error.close_code
-        if code in _FINAL_CLOSE_CODES:
-            return f"the server closed the connection with code {code}"
-        if code in _CLIENT_BUG_CLOSE_CODES:
-            logger.warning(
-                "the server closed the connection with code %s (%s): this client likely has "
-                "a bug, and reconnecting will likely repeat it", code, error.reason)
-        return None
+        return NO_RECONNECT_CLOSE_CODES.get(code) if code is not None else None
 
     async def _open_link(self, ws: trio_websocket.WebSocketConnection) -> Link:
         try:
