@@ -34,7 +34,9 @@
  *   ready                    promise of the client, resolved on the first WELCOME; rejected
  *                            if the client closes for good before that.
  *   sid, options, protocol   from the current connection's WELCOME (options: server limits).
- *   connected, closed        booleans; rooms: Map room -> last position [epoch, seq].
+ *   connected, closed        booleans; rooms: Map room -> last position [epoch, seq], from
+ *                            JOIN and PUBLISH acks and room events; within an epoch it only
+ *                            moves forward, a new epoch replaces it.
  *   emit(event, data)        fire and forget; an error comes back through onerror. Throws
  *                            if the data cannot be encoded or the client is closed.
  *   call(event, data, {timeout}) -> promise of the server handler's answer.
@@ -63,9 +65,14 @@
  *   ongap({ room, count })   `count` messages for `room` (null: direct events) were dropped.
  *   Without onerror / ongap, those are logged with console.warn.
  *
- * Reconnecting happens on every close except 1000, 1002, 1007, 1009, 4000, 4003, 4004
- * (PROTOCOL.md section 14). Rooms are joined again with JOIN; RESUME is not sent, since
- * the reference server v0.1 keeps no sessions.
+ * Reconnecting, with the backoff above, happens after every close (PROTOCOL.md section
+ * 14) except 1000 (the server's application closed on purpose), 1002, 1007, 1009 and
+ * 4000 (this client broke the protocol: a new connection would break it again, in a
+ * loop), 4003 (authorization revoked: get new credentials first) and 4004 (the session
+ * lives on in another connection). After those, as after close(), the client is closed
+ * for good: ondisconnect gets reconnect: false and requests reject with "disconnected".
+ * The Python client stops after the same codes. Rooms are joined again with JOIN;
+ * RESUME is not sent, since the reference server v0.1 keeps no sessions.
  *
  * Reconnecting also covers refused handshakes (401, 403): a browser reports them as a
  * plain failed connection (1006), with no status to tell them apart.
@@ -83,6 +90,8 @@ const ACK = 7, ERROR = 8, GAP = 9;
 const MAX_ACK_ID = 2 ** 31 - 1;
 const CODE = /^[a-z][a-z0-9_]{0,63}$/;
 const SUBPROTOCOL = { json: "eventbus.v1.json", msgpack: "eventbus.v1.msgpack" };
+// The close codes after which the client stops instead of reconnecting (see the top of
+// this file); the Python client's NO_RECONNECT_CLOSE_CODES holds the same ones.
 const FINAL_CLOSE_CODES = new Set([1000, 1002, 1007, 1009, 4000, 4003, 4004]);
 const STABLE_MS = 10000;
 
@@ -158,6 +167,7 @@ export class Client {
     this.connected = false;
     this.closed = false;
     this.rooms = new Map();
+    this._ahead = new Map(); // room -> position of a ROOM_EVENT for a room not in `rooms`
     this._resumeToken = null; // secret (PROTOCOL.md section 16); kept for a future RESUME
     this._handlers = new Map();
     this._pending = new Map(); // ack id -> { resolve, reject, timer, sent }
@@ -187,18 +197,24 @@ export class Client {
 
   async join(room) {
     const position = await this._request([JOIN, room]);
-    this.rooms.set(room, position);
+    this._record(room, position);
+    // A message fanned out while the ACK waited may have come first. It has the ACK's
+    // epoch (the room had a member: us); an older entry has another one, or a lower seq.
+    const ahead = this._ahead.get(room);
+    this._ahead.delete(room);
+    if (ahead && ahead[0] === position[0]) this._record(room, ahead);
     return position;
   }
 
   leave(room) {
     this.rooms.delete(room);
+    this._ahead.delete(room);
     return this._request([LEAVE, room]);
   }
 
   async publish(room, event, data = null) {
     const position = await this._request([PUBLISH, room, event, data]);
-    if (position && this.rooms.has(room)) this.rooms.set(room, position);
+    if (position && this.rooms.has(room)) this._record(room, position);
     return position;
   }
 
@@ -271,6 +287,18 @@ export class Client {
     else entry.resolve(outcome);
   }
 
+  /**
+   * Record the last position seen in a room. Within an epoch it only moves forward: the
+   * server may write a ROOM_EVENT ahead of the ACK of an earlier JOIN or PUBLISH. A new
+   * epoch replaces it (positions of different epochs cannot be compared).
+   */
+  _record(room, position) {
+    const known = this.rooms.get(room);
+    if (!known || known[0] !== position[0] || known[1] < position[1]) {
+      this.rooms.set(room, position);
+    }
+  }
+
   // --- the connection -----------------------------------------------------------------
 
   _open() {
@@ -330,7 +358,8 @@ export class Client {
       case EVENT:
         return this._dispatch(ws, a, b, { event: a, room: null }, packet.length > 3 ? c : null);
       case ROOM_EVENT:
-        if (this.rooms.has(a)) this.rooms.set(a, [d, e]);
+        if (this.rooms.has(a)) this._record(a, [d, e]);
+        else this._ahead.set(a, [d, e]); // for a JOIN whose ACK has not arrived yet
         return this._dispatch(ws, b, c, { event: b, room: a, epoch: d, seq: e }, null);
       case ACK:
       case ERROR: {

@@ -1,7 +1,10 @@
 // Drives two headless Chromium pages against a running eventbus server and prints what
 // happened as one JSON object on stdout; test_browser.py starts the server and asserts.
 //
-//   node run.mjs http://127.0.0.1:PORT      (env CHROMIUM: the browser, default /usr/bin/chromium)
+//   node run.mjs http://127.0.0.1:PORT ws://127.0.0.1:FREE_PORT/
+//                                           (env CHROMIUM: the browser, default /usr/bin/chromium)
+//
+// FREE_PORT is a port nothing listens on, for a connection that fails (close code 1006).
 //
 // Page A speaks JSON, page B msgpack. The test page and @msgpack/msgpack's ESM build are
 // served through page routes on the server's own origin; /eventbus.js comes from the
@@ -16,9 +19,9 @@ import { chromium } from "playwright-core";
 const started = Date.now();
 const HERE = dirname(fileURLToPath(import.meta.url));
 const MSGPACK = join(HERE, "node_modules", "@msgpack", "msgpack", "dist.esm");
-const base = process.argv[2];
-if (!base) throw new Error("usage: node run.mjs http://127.0.0.1:PORT");
-const result = { console: [] };
+const [base, refusedUrl] = process.argv.slice(2);
+if (!refusedUrl) throw new Error("usage: node run.mjs http://127.0.0.1:PORT ws://127.0.0.1:FREE_PORT/");
+const result = { console: [], refusedUrl };
 const mark = (step) => console.error(`run.mjs: ${((Date.now() - started) / 1000).toFixed(2)} s ${step}`);
 const watchdog = setTimeout(() => {
   console.error(`run.mjs: gave up after 40 s; so far: ${JSON.stringify(result)}`);
@@ -178,6 +181,17 @@ try {
   });
   result.leaveB = await b.evaluate(() => outcome(bus.leave("lobby")));
   result.roomsB = await b.evaluate(() => [...bus.rooms.keys()]);
+
+  // Each close code: does a new client reconnect after it (PROTOCOL.md section 14)?
+  mark("close codes");
+  result.closeCodes = [];
+  for (const code of [1000, 1001, 1002, 1006, 1007, 1009, 1011, 4000, 4001, 4002, 4003, 4004]) {
+    result.closeCodes.push(await a.evaluate(([c, url]) => closeWith(c, url), [code, refusedUrl]));
+  }
+
+  // Room positions only move forward, against a scripted stand-in for the server.
+  mark("positions");
+  result.positions = await a.evaluate(() => scriptedPositions());
 } catch (error) {
   result.failure = String(error?.stack ?? error);
 } finally {

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,21 @@ import pytest
 import trio
 
 from eventbus import EventBus
+from eventbus.client.session import NO_RECONNECT_CLOSE_CODES
 from eventbus.codes import CloseCode
 from eventbus.server import Connection, Delivery
 
 HERE = Path(__file__).resolve().parent
 FLOOD_PAYLOAD = "x" * 65_536
+
+
+def _refused_url() -> str:
+    """A URL where nothing listens (a port bound, then released), for the close-code
+    step to see a connection fail (close code 1006)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return f"ws://127.0.0.1:{port}/"
 
 pytestmark = pytest.mark.browser
 
@@ -86,6 +97,10 @@ def _make_bus() -> EventBus:
     async def kick(sock: Connection, data: Any) -> None:
         sock.close(CloseCode.INTERNAL_ERROR, "kicked by the test")
 
+    @bus.on("close_with")
+    async def close_with(sock: Connection, code: int) -> None:
+        sock.close(code, "closed by the test")
+
     @bus.on("flood")
     async def flood(sock: Connection, count: int) -> int:
         # Synchronous sends: the socket takes a frame or two, the queue 32, the rest
@@ -109,7 +124,7 @@ async def _run_pages(node: str, chromium: str) -> tuple[dict[str, Any], str]:
         port = listeners[0].socket.getsockname()[1]
         with trio.fail_after(50):
             proc = await trio.run_process(
-                [node, str(HERE / "run.mjs"), f"http://127.0.0.1:{port}"],
+                [node, str(HERE / "run.mjs"), f"http://127.0.0.1:{port}", _refused_url()],
                 capture_stdout=True, capture_stderr=True, check=False,
                 env={**os.environ, "CHROMIUM": chromium},
             )
@@ -254,4 +269,38 @@ async def test_browser_client(
     assert closed["disconnects"][-1]["reconnect"] is False, detail
     assert r["leaveB"] == {"ok": True, "value": None, "ms": r["leaveB"]["ms"]}, detail
     assert r["roomsB"] == [], detail
-    assert not [line for line in r["console"] if "error" in line.split(":")[0]], detail
+    # Chromium logs each failed connection to the refused URL; those are expected.
+    refused = f"WebSocket connection to '{r['refusedUrl']}' failed"
+    errors = [line for line in r["console"]
+              if "error" in line.split(":")[0] and refused not in line]
+    assert not errors, detail
+
+    # After each close code, the browser client reconnects or stops as the Python
+    # client does (every code a server sends, and 1006 for no close frame).
+    verdicts = {c["code"]: [d["reconnect"] for d in c["disconnects"]] for c in r["closeCodes"]}
+    assert set(verdicts) == set(CloseCode) | {1006}, detail
+    for outcome in r["closeCodes"]:
+        code = outcome["code"]
+        if code in NO_RECONNECT_CLOSE_CODES:
+            assert verdicts[code] == [False], (code, detail)
+            assert outcome["disconnects"][0]["reason"] == "closed by the test", (code, detail)
+            assert outcome["closed"] is True, (code, detail)
+            assert outcome["welcomes"] == 1, (code, detail)
+            assert _rejected(outcome["after"], "disconnected"), (code, detail)
+        elif code == 1006:  # a port nothing listens on: attempt after attempt
+            assert verdicts[code] == [True, True], detail
+            assert outcome["disconnects"][0]["code"] == 1006, detail
+        else:
+            assert verdicts[code] == [True], (code, detail)
+            assert outcome["welcomes"] == 2, (code, detail)
+            assert outcome["after"]["value"] == code, (code, detail)
+
+    # Positions only move forward within an epoch, though the server wrote a room event
+    # (seq 7, 9, 3) ahead of the ACK of an earlier position (6, 8, 2); a new epoch
+    # replaces the position (e1 9, then e2 1, then e3 after the reconnect).
+    assert r["positions"] == {
+        "join": {"value": ["e1", 6], "room": ["e1", 7]},
+        "publish": {"value": ["e1", 8], "room": ["e1", 9]},
+        "newEpoch": ["e2", 1],
+        "rejoin": ["e3", 3],
+    }, detail

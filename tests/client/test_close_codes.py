@@ -18,7 +18,9 @@ from eventbus.client.session import NO_RECONNECT_CLOSE_CODES
 from .conftest import Bus, make_bus, serving
 
 FAST = Backoff(initial=0.01, cap=0.05)
-CLIENT_REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "reference" / "client.md"
+ROOT = Path(__file__).resolve().parents[2]
+CLIENT_REFERENCE = ROOT / "docs" / "reference" / "client.md"
+BROWSER_CLIENT = ROOT / "eventbus" / "static" / "eventbus.js"
 
 #: The codes after which the client must not reconnect: the server's application
 #: closed on purpose (1000), this client broke the protocol and would break it again
@@ -50,6 +52,14 @@ def test_the_codes_that_stop_the_client_are_those_of_the_decision() -> None:
     assert sorted(NO_RECONNECT_CLOSE_CODES) == STOPS
     assert set(STOPS).isdisjoint(RECONNECTS)
     assert set(STOPS) | set(RECONNECTS) == set(CloseCode) | {1006}
+
+
+def test_the_browser_client_stops_after_the_same_codes() -> None:
+    # tests/browser runs it after each code; this holds where Chromium is missing.
+    found = re.search(r"^const FINAL_CLOSE_CODES = new Set\(\[([\d, ]+)\]\);$",
+                      BROWSER_CLIENT.read_text(), re.MULTILINE)
+    assert found is not None
+    assert sorted(int(code) for code in found[1].split(",")) == STOPS
 
 
 def test_the_client_reference_lists_the_same_codes() -> None:
