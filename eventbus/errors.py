@@ -17,6 +17,7 @@ Every exception the package raises on purpose derives from :class:`EventBusError
     │   ├── Unavailable              unavailable
     │   └── InternalError            internal_error (and any code we do not know)
     ├── HandshakeRejected            the WebSocket handshake was refused (HTTP status)
+    ├── UnsupportedSubprotocol       also a ValueError: no offered subprotocol is known
     ├── CallTimeout                  also a TimeoutError: no answer in time
     └── ConnectionClosed             also a ConnectionError: the connection ended
 
@@ -53,6 +54,7 @@ __all__ = [
     "TooManyRooms",
     "Unavailable",
     "UnknownEvent",
+    "UnsupportedSubprotocol",
     "error_from_code",
 ]
 
@@ -182,6 +184,13 @@ class HandshakeRejected(EventBusError):
 
     def __str__(self) -> str:
         return f"HTTP {self.status}: {self.message}" if self.message else f"HTTP {self.status}"
+
+
+class UnsupportedSubprotocol(EventBusError, ValueError):
+    """A client offered WebSocket subprotocols, none of which this version speaks.
+
+    The sans-IO codec raises it; the server answers the handshake with HTTP 400.
+    """
 
 
 class CallTimeout(EventBusError, TimeoutError):

@@ -18,6 +18,7 @@ from .codec import (
 from .packets import (
     ACK_ID_MAX,
     MAX_DEPTH,
+    MAX_ELEMENTS,
     NAME_MAX_BYTES,
     SEQ_MAX,
     Ack,
@@ -47,6 +48,7 @@ __all__ = [
     "DEFAULT_SUBPROTOCOL",
     "JSON_SUBPROTOCOL",
     "MAX_DEPTH",
+    "MAX_ELEMENTS",
     "MSGPACK_SUBPROTOCOL",
     "NAME_MAX_BYTES",
     "SEQ_MAX",

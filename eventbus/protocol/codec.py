@@ -8,17 +8,22 @@ broadcast once per codec and write the same bytes to every recipient.
 from __future__ import annotations
 
 import abc
+import gc
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any, ClassVar, NoReturn
 
 import msgpack
 
 from ..codes import ErrorCode
-from ..errors import HandshakeRejected, LocalProtocolError, RemoteProtocolError
+from ..errors import LocalProtocolError, RemoteProtocolError, UnsupportedSubprotocol
 from .packets import (
+    _ACK_INDEX,
+    ACK_ID_MAX,
     MAX_DEPTH,
+    MAX_ELEMENTS,
     NAME_MAX_BYTES,
     DataError,
     Packet,
@@ -51,6 +56,9 @@ class Codec(abc.ABC):
     Args:
         role: The side this codec works for; it decodes what the *other* side sends.
         max_name: The longest event or room name accepted, in UTF-8 bytes.
+        max_elements: The most data values a decoded message may hold. Decoding
+            stops early (at C speed, before Python walks the data) when a message
+            is sure to hold more, so that one message's cost has a ceiling.
     """
 
     #: Short name: ``"json"`` or ``"msgpack"``.
@@ -60,12 +68,23 @@ class Codec(abc.ABC):
     #: Whether messages travel in binary frames (else text frames).
     binary: ClassVar[bool]
 
-    def __init__(self, role: Role, *, max_name: int = NAME_MAX_BYTES) -> None:
+    def __init__(
+        self, role: Role, *, max_name: int = NAME_MAX_BYTES, max_elements: int = MAX_ELEMENTS,
+    ) -> None:
         if not 0 < max_name <= NAME_MAX_BYTES:
             raise ValueError(f"max_name must be 1 to {NAME_MAX_BYTES}")
+        if max_elements < 1:
+            raise ValueError("max_elements must be positive")
         self.role = role
         self.max_name = max_name
-        self._parser = PacketParser(role, max_name=max_name, allow_bytes=self.binary)
+        self.max_elements = max_elements
+        self._parser = PacketParser(
+            role, max_name=max_name, allow_bytes=self.binary, max_elements=max_elements)
+
+    @property
+    def elements(self) -> int:
+        """How many data values the last decoded message held (its cost to check)."""
+        return self._parser.elements
 
     def encode(self, packet: Packet) -> bytes:
         """Encode a packet into the payload of one WebSocket message.
@@ -92,15 +111,39 @@ class Codec(abc.ABC):
             RemoteProtocolError: with a code from the catalogue; nothing else.
         """
 
-    def request_ack_id(self, message: str | bytes) -> int | None:
-        """The ack id a request carries, read without checking the rest of it (for
-        refusing a request unprocessed, e.g. over the rate limit); ``None`` if it
-        has none or cannot be read."""
-        try:
-            wire = self._load(message)
-        except RemoteProtocolError:
-            return None
-        return salvage_ack_id(wire) if type(wire) is list and wire else None
+    def peek(self, message: str | bytes) -> tuple[int | None, int | None]:
+        """The packet type and ack id of a message, read without decoding its data,
+        for refusing a request unprocessed (over the rate limit, or with the inbox
+        full) at a cost that does not grow with what the data holds.
+
+        Returns:
+            ``(type, ack_id)``, either ``None`` when it cannot be read. A small
+            message is decoded whole, so both are exact; for a long one they are
+            read from its ends: best effort, as the spec allows for refusals.
+        """
+        if len(message) <= _PEEK_DECODE:
+            try:
+                wire = self._load(message)
+            except RemoteProtocolError:
+                return None, None
+            if type(wire) is not list or not wire or type(wire[0]) is not int:
+                return None, None
+            return wire[0], salvage_ack_id(wire)
+        return self._peek_long(message)
+
+    @abc.abstractmethod
+    def _peek_long(self, message: str | bytes) -> tuple[int | None, int | None]:
+        """:meth:`peek` for a message too long to decode for it."""
+
+    def _too_many(self, message: str | bytes) -> RemoteProtocolError:
+        """The error for a message refused before it was decoded for holding too
+        many values, answering its request if the ack id can be read cheaply."""
+        self._parser.elements = self.max_elements + 1
+        error = RemoteProtocolError(
+            f"data holds more than {self.max_elements} values (max_elements)",
+            code=ErrorCode.INVALID_PACKET)
+        error.ack_id = self._peek_long(message)[1]
+        return error
 
     @abc.abstractmethod
     def _load(self, message: str | bytes) -> Any:
@@ -116,6 +159,28 @@ class Codec(abc.ABC):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.role}, max_name={self.max_name})"
+
+
+#: Messages up to this length are decoded whole to peek at them (cheap at this size).
+_PEEK_DECODE = 1024
+#: Above this length, decoding runs with the cyclic garbage collector paused: a
+#: long message of small containers otherwise triggers collections that cost
+#: several times the decoding itself, and none of what decoding creates is garbage.
+_GC_PAUSE_LENGTH = 16_384
+
+
+@contextmanager
+def _gc_paused(length: int) -> Iterator[None]:
+    if length < _GC_PAUSE_LENGTH or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 
 
 def _malformed(message: str) -> NoReturn:
@@ -152,23 +217,60 @@ class JsonCodec(Codec):
                 "binary frame under the JSON codec; send JSON in text frames",
                 code=ErrorCode.WRONG_FRAME_TYPE,
             )
+        if len(message) > self.max_elements and _json_values_at_most(message) > (
+                self.max_elements + _PACKET_VALUES):
+            # Refused before decoding: decoding is what costs (counted generously, see
+            # _json_values_at_most). The packet's own fields are allowed for.
+            raise self._too_many(message)
         try:
-            wire, end = self._decoder.raw_decode(message, _skip_space(message, 0))
+            with _gc_paused(len(message)):
+                wire, end = self._decoder.raw_decode(message, _skip_space(message, 0))
         except json.JSONDecodeError as exc:
-            _malformed(f"invalid JSON: {exc}")
+            # Our own words, not the decoder's; the position helps find the fault.
+            _malformed(f"invalid JSON at character {exc.pos}")
         except RecursionError:
             raise RemoteProtocolError(
                 f"data is nested deeper than {MAX_DEPTH} levels",
                 code=ErrorCode.INVALID_PACKET,
             ) from None
-        except ValueError as exc:  # e.g. an integer with too many digits
-            _malformed(f"invalid JSON: {exc}")
+        except ValueError:  # an integer of more digits than Python converts
+            _malformed("invalid JSON: a number has too many digits")
         if _skip_space(message, end) != len(message):
             _malformed("trailing data after the JSON document")
         return wire
 
+    def _peek_long(self, message: str | bytes) -> tuple[int | None, int | None]:
+        if type(message) is not str:
+            return None, None
+        head = _JSON_HEAD.match(message)
+        if head is None:
+            return None, None
+        kind = int(head.group(1))
+        tail = _JSON_TAIL.search(message, len(message) - 32)
+        if tail is None or kind not in _ACK_INDEX:
+            return kind, None
+        ack_id = int(tail.group(1))
+        return kind, ack_id if 0 < ack_id <= ACK_ID_MAX else None
+
 
 _JSON_SPACE = re.compile(r"[ \t\n\r]*")
+_JSON_HEAD = re.compile(r"[ \t\n\r]*\[[ \t\n\r]*([0-9]{1,2})[ \t\n\r]*,")
+_JSON_TAIL = re.compile(r",[ \t\n\r]*([0-9]{1,10})[ \t\n\r]*\][ \t\n\r]*\Z")
+#: The most values a packet holds besides its data (type, names, ack id: all
+#: counted by _json_values_at_most, which sees the whole packet).
+_PACKET_VALUES = 8
+
+
+def _json_values_at_most(text: str) -> int:
+    """An upper bound on the values a JSON document holds, counted at C speed.
+
+    Every value but the first in its container follows a comma; the first follows
+    the bracket that opens a non-empty container; and there is the document itself.
+    Commas and brackets inside strings count too, so the bound is generous.
+    """
+    containers = text.count("[") + text.count("{")
+    empty = text.count("[]") + text.count("{}")
+    return text.count(",") + containers - empty + 1
 
 
 def _skip_space(text: str, index: int) -> int:
@@ -185,9 +287,12 @@ class MsgpackCodec(Codec):
     subprotocol = MSGPACK_SUBPROTOCOL
     binary = True
 
-    def __init__(self, role: Role, *, max_name: int = NAME_MAX_BYTES) -> None:
-        super().__init__(role, max_name=max_name)
+    def __init__(
+        self, role: Role, *, max_name: int = NAME_MAX_BYTES, max_elements: int = MAX_ELEMENTS,
+    ) -> None:
+        super().__init__(role, max_name=max_name, max_elements=max_elements)
         self._packer = msgpack.Packer(use_bin_type=True, autoreset=True)
+        self._counted = 0
 
     def _dump(self, wire: list[Any]) -> bytes:
         packed: bytes = self._packer.pack(wire)
@@ -196,6 +301,14 @@ class MsgpackCodec(Codec):
     def decode(self, message: str | bytes) -> Packet:
         return self._parser.parse(self._load(message))
 
+    def _count(self, container: Any) -> Any:
+        # Called by the unpacker as each array or map is complete: a message sure to
+        # hold too many values stops decoding here, before it is all built.
+        self._counted += len(container) + 1
+        if self._counted > self.max_elements + _PACKET_VALUES:
+            raise _TooMany
+        return container
+
     def _load(self, message: str | bytes) -> Any:
         if isinstance(message, str):
             raise RemoteProtocolError(
@@ -203,7 +316,20 @@ class MsgpackCodec(Codec):
                 code=ErrorCode.WRONG_FRAME_TYPE,
             )
         try:
-            wire = msgpack.unpackb(message, raw=False, use_list=True, strict_map_key=False)
+            if len(message) <= self.max_elements:
+                # Every value takes a byte at least: a short message cannot hold too many.
+                wire = msgpack.unpackb(message, raw=False, use_list=True, strict_map_key=False)
+            else:
+                self._counted = 0
+                limit = self.max_elements + _PACKET_VALUES
+                with _gc_paused(len(message)):
+                    wire = msgpack.unpackb(
+                        message, raw=False, use_list=True, strict_map_key=False,
+                        list_hook=self._count, object_hook=self._count,
+                        max_array_len=limit, max_map_len=limit,
+                    )
+        except _TooMany:
+            raise self._too_many(message) from None
         except msgpack.StackError:
             raise RemoteProtocolError(
                 f"data is nested deeper than {MAX_DEPTH} levels",
@@ -216,9 +342,45 @@ class MsgpackCodec(Codec):
             raise RemoteProtocolError(
                 "data: map keys must be strings", code=ErrorCode.INVALID_PACKET
             ) from None
-        except (ValueError, msgpack.UnpackException) as exc:
-            _malformed(f"invalid msgpack: {str(exc) or type(exc).__name__}")
+        except UnicodeDecodeError:
+            _malformed("invalid msgpack: a string is not valid UTF-8")
+        except ValueError as exc:
+            if "exceeds max_" in str(exc) and len(message) > self.max_elements:
+                # Our length limits (below max_elements bytes, unpackb's own limits
+                # catch a length longer than the message: a truncated document).
+                raise self._too_many(message) from None
+            _malformed("invalid msgpack: truncated, or not a msgpack document")
+        except msgpack.UnpackException:
+            _malformed("invalid msgpack: not a msgpack document")
         return wire
+
+    def _peek_long(self, message: str | bytes) -> tuple[int | None, int | None]:
+        if isinstance(message, str):
+            return None, None
+        unpacker = msgpack.Unpacker(max_buffer_size=len(message))
+        unpacker.feed(message)
+        try:
+            length = unpacker.read_array_header()
+            # Packet types are positive fixints: one byte after the array's header
+            # (fixarray, array 16 or array 32), read without decoding anything.
+            kind = message[{0xDC: 3, 0xDD: 5}.get(message[0], 1)]
+            if kind >= 0x80:
+                return None, None
+            unpacker.skip()
+            index = _ACK_INDEX.get(kind)
+            if index is None or length != index + 1:
+                return kind, None
+            for _ in range(index - 1):
+                unpacker.skip()  # skipped at C speed, building nothing
+            ack_id = unpacker.unpack()
+        except Exception:  # anything unreadable: the refusal goes without an id
+            return None, None
+        valid = type(ack_id) is int and 0 < ack_id <= ACK_ID_MAX
+        return kind, ack_id if valid else None
+
+
+class _TooMany(Exception):
+    """Raised through the unpacker to stop decoding a message of too many values."""
 
 
 _CODECS: dict[str, type[Codec]] = {
@@ -240,16 +402,15 @@ def select_subprotocol(offered: Sequence[str]) -> str | None:
     JSON without a ``Sec-WebSocket-Protocol`` header in the answer.
 
     Raises:
-        HandshakeRejected: status 400 when subprotocols were offered but none is
-            supported; the message names the supported ones.
+        UnsupportedSubprotocol: subprotocols were offered but none is supported;
+            the message names the supported ones (a server answers HTTP 400).
     """
     if not offered:
         return None
     for candidate in offered:
         if candidate in _CODECS:
             return candidate
-    raise HandshakeRejected(
-        400,
+    raise UnsupportedSubprotocol(
         "none of the offered subprotocols is supported; offer one of: "
         + ", ".join(_CODECS),
     )

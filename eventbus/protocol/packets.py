@@ -26,6 +26,7 @@ __all__ = [
     "INT_MAX",
     "INT_MIN",
     "MAX_DEPTH",
+    "MAX_ELEMENTS",
     "NAME_MAX_BYTES",
     "SEQ_MAX",
     "Ack",
@@ -63,6 +64,9 @@ INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
 #: Sequence numbers and counts stay exact in IEEE doubles (JavaScript numbers).
 SEQ_MAX = 2**53 - 1
+#: Values one message's data may hold by default (see ``max_elements``): checking a
+#: value costs the receiver Python work, so a message's cost must have a ceiling.
+MAX_ELEMENTS = 10_000
 
 # Control characters (C0, DEL, C1) and lone surrogates are never part of a name.
 _BAD_NAME_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
@@ -125,6 +129,7 @@ class WelcomeOptions:
     max_pending: int = 64
     rate: int = 100
     burst: int = 200
+    max_elements: int = MAX_ELEMENTS
 
     def to_wire(self) -> dict[str, int]:
         return attrs.asdict(self)
@@ -315,23 +320,38 @@ class DataError(ValueError):
 
 
 def check_data(
-    value: Any, *, allow_bytes: bool = True, check_strings: bool = False, depth: int = MAX_DEPTH
-) -> None:
+    value: Any, *, allow_bytes: bool = True, check_strings: bool = False, depth: int = MAX_DEPTH,
+    max_elements: int | None = None,
+) -> int:
     """Check a data value against the protocol's data rules.
 
     Data is null, a boolean, an integer in [-2**63, 2**64-1], a finite float, a
     string, binary (``allow_bytes``: msgpack only), an array, or a map with string
     keys, nested at most ``depth`` (:data:`MAX_DEPTH`) deep. With ``check_strings`` every string
     is also checked for lone surrogates, which JSON's ``\\u`` escapes can produce
-    but UTF-8 cannot carry.
+    but UTF-8 cannot carry. Subclasses of ``str`` and ``int`` (such as the members
+    of :class:`~eventbus.ErrorCode`) count as their base type.
+
+    Returns:
+        How many values ``value`` holds, itself included (a map's keys not counted).
 
     Raises:
-        DataError: naming the first rule broken.
+        DataError: naming the first rule broken, or the data holds more than
+            ``max_elements`` values (checking stops there).
     """
-    _check(value, depth, allow_bytes, check_strings)
+    limit = _NO_LIMIT if max_elements is None else max_elements
+    count = _check(value, depth, allow_bytes, check_strings, limit)
+    if count > limit:
+        raise DataError(f"more than {limit} values")
+    return count
 
 
-def _check(value: Any, room: int, allow_bytes: bool, check_strings: bool) -> None:
+_NO_LIMIT = 2**62
+
+
+def _check(value: Any, room: int, allow_bytes: bool, check_strings: bool, limit: int) -> int:
+    """The number of values in ``value``; stops counting (not checking) once a
+    container's count passes ``limit``, which the caller then reports."""
     kind = type(value)
     if kind is str:
         if check_strings and _LONE_SURROGATE.search(value):
@@ -342,17 +362,25 @@ def _check(value: Any, room: int, allow_bytes: bool, check_strings: bool) -> Non
     elif kind is dict:
         if room == 0:
             raise DataError(f"nested deeper than {MAX_DEPTH} levels")
+        count = 1
         for key, item in value.items():
             if type(key) is not str:
                 raise DataError("map keys must be strings")
             if check_strings and _LONE_SURROGATE.search(key):
                 raise DataError("strings must not contain lone surrogates")
-            _check(item, room - 1, allow_bytes, check_strings)
+            count += _check(item, room - 1, allow_bytes, check_strings, limit - count)
+            if count > limit:
+                break
+        return count
     elif kind is list:
         if room == 0:
             raise DataError(f"nested deeper than {MAX_DEPTH} levels")
+        count = 1
         for item in value:
-            _check(item, room - 1, allow_bytes, check_strings)
+            count += _check(item, room - 1, allow_bytes, check_strings, limit - count)
+            if count > limit:
+                break
+        return count
     elif kind is float:
         if not math.isfinite(value):
             raise DataError("floats must be finite")
@@ -361,8 +389,14 @@ def _check(value: Any, room: int, allow_bytes: bool, check_strings: bool) -> Non
     elif kind is bytes:
         if not allow_bytes:
             raise DataError("binary data needs the msgpack codec")
+    elif isinstance(value, str):
+        # A str subclass (a StrEnum member, say): encoders write it as its string.
+        return _check(str(value), room, allow_bytes, check_strings, limit)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return _check(int(value), room, allow_bytes, check_strings, limit)
     else:
         raise DataError(f"{kind.__name__} is not a data type")
+    return 1
 
 
 def check_name(name: Any, what: str, max_bytes: int, *, reserved_ok: bool) -> str:
@@ -399,15 +433,20 @@ def check_name(name: Any, what: str, max_bytes: int, *, reserved_ok: bool) -> st
 class _Rules:
     """What a parser needs to know beyond the array itself."""
 
-    __slots__ = ("allow_bytes", "check_strings", "max_name", "reserved_ok")
+    __slots__ = (
+        "allow_bytes", "check_strings", "elements", "max_elements", "max_name", "reserved_ok")
 
     def __init__(
-        self, max_name: int, reserved_ok: bool, allow_bytes: bool, check_strings: bool
+        self, max_name: int, reserved_ok: bool, allow_bytes: bool, check_strings: bool,
+        max_elements: int,
     ) -> None:
         self.max_name = max_name
         self.reserved_ok = reserved_ok
         self.allow_bytes = allow_bytes
         self.check_strings = check_strings
+        self.max_elements = max_elements
+        #: Values counted in the packet being parsed (every data field together).
+        self.elements = 0
 
 
 def _invalid(message: str) -> RemoteProtocolError:
@@ -431,10 +470,13 @@ def _opt_ack(wire: list[Any], index: int) -> int | None:
 
 
 def _data(value: Any, rules: _Rules) -> Any:
+    limit = rules.max_elements - rules.elements
     try:
-        _check(value, MAX_DEPTH, rules.allow_bytes, rules.check_strings)
+        rules.elements += _check(value, MAX_DEPTH, rules.allow_bytes, rules.check_strings, limit)
     except DataError as exc:
         raise _invalid(f"data: {exc}") from None
+    if rules.elements > rules.max_elements:
+        raise _invalid(f"data holds more than {rules.max_elements} values (max_elements)")
     return value
 
 
@@ -468,6 +510,8 @@ def _parse_welcome(wire: list[Any], rules: _Rules) -> Welcome:
     values: dict[str, int] = {}
     for field in attrs.fields(WelcomeOptions):
         value = options.get(field.name)
+        if value is None and field.name in _LATER_OPTIONS:
+            continue  # a server from before the option existed: its default applies
         # Bounded like integers in data, so that a decoded welcome can be re-encoded.
         if type(value) is not int or not 0 <= value <= INT_MAX:
             raise _invalid(f"welcome option {field.name!r} must be an integer from 0 to 2**64-1")
@@ -475,6 +519,10 @@ def _parse_welcome(wire: list[Any], rules: _Rules) -> Welcome:
     # Keys a newer server adds are ignored on purpose: that is how v1 grows.
     return Welcome(_token(wire[1], "sid"), _token(wire[2], "resume token"),
                    WelcomeOptions(**values))
+
+
+#: Welcome options added after v1 first shipped, which older servers do not send.
+_LATER_OPTIONS = frozenset({"max_elements"})
 
 
 def _parse_emit(wire: list[Any], rules: _Rules) -> Emit:
@@ -583,19 +631,24 @@ class PacketParser:
             clients send, and the other way round).
         max_name: The longest event or room name accepted, in UTF-8 bytes.
         allow_bytes: Whether binary data may appear (msgpack: yes, JSON: no).
+        max_elements: The most data values one packet may hold (``invalid_packet``
+            beyond).
     """
 
-    __slots__ = ("_checked", "_parsers", "_plain", "receiver")
+    __slots__ = ("_checked", "_parsers", "_plain", "elements", "receiver")
 
     def __init__(
-        self, receiver: Role, *, max_name: int = NAME_MAX_BYTES, allow_bytes: bool = True
+        self, receiver: Role, *, max_name: int = NAME_MAX_BYTES, allow_bytes: bool = True,
+        max_elements: int = MAX_ELEMENTS,
     ) -> None:
         self.receiver = receiver
         self._parsers = _PARSERS[receiver]
         # Clients may not use reserved names; the server may (for its own events).
         reserved_ok = receiver is Role.CLIENT
-        self._plain = _Rules(max_name, reserved_ok, allow_bytes, check_strings=False)
-        self._checked = _Rules(max_name, reserved_ok, allow_bytes, check_strings=True)
+        self._plain = _Rules(max_name, reserved_ok, allow_bytes, False, max_elements)
+        self._checked = _Rules(max_name, reserved_ok, allow_bytes, True, max_elements)
+        #: How many data values the last packet parsed held (its cost to check).
+        self.elements = 0
 
     def parse(self, wire: Any, *, check_strings: bool = False) -> Packet:
         """Turn one decoded frame into a packet.
@@ -620,11 +673,15 @@ class PacketParser:
                 f"packet type {kind!r} is not one a {self.receiver.value} receives",
                 code=ErrorCode.UNKNOWN_TYPE,
             )
+        rules = self._checked if check_strings else self._plain
+        rules.elements = 0
         try:
-            return parser(wire, self._checked if check_strings else self._plain)
+            return parser(wire, rules)
         except RemoteProtocolError as exc:
             exc.ack_id = salvage_ack_id(wire)
             raise
+        finally:
+            self.elements = rules.elements
 
 
 #: Where each request type carries its optional ack id.

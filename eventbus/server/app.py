@@ -33,6 +33,7 @@ from ..errors import (
     TooManyRooms,
     Unavailable,
     UnknownEvent,
+    UnsupportedSubprotocol,
 )
 from ..protocol import (
     Emit,
@@ -102,8 +103,9 @@ class EventBus:
             raise TypeError("give either a ServerConfig or keyword settings, not both")
         self.config = config if config is not None else ServerConfig(**settings)
         self.welcome_options: WelcomeOptions = self.config.welcome_options()
-        self._json = JsonCodec(Role.SERVER, max_name=self.config.max_name)
-        self._msgpack = MsgpackCodec(Role.SERVER, max_name=self.config.max_name)
+        limits = {"max_name": self.config.max_name, "max_elements": self.config.max_elements}
+        self._json = JsonCodec(Role.SERVER, **limits)
+        self._msgpack = MsgpackCodec(Role.SERVER, **limits)
         self._handlers: dict[str, Handler] = {}
         self._catch_all: Handler | None = None
         self._on_connect: Callable[[Connection], Awaitable[Any]] | None = None
@@ -530,7 +532,10 @@ class EventBus:
                     raise HandshakeRejected(503, "the server is shutting down")
                 request = exchange.handshake_request(remote)
                 self._check_origin(request)
-                subprotocol = select_subprotocol(request.subprotocols)
+                try:
+                    subprotocol = select_subprotocol(request.subprotocols)
+                except UnsupportedSubprotocol as exc:
+                    raise HandshakeRejected(400, str(exc)) from None
                 state: Any = {}
                 if self._authenticate is not None:
                     try:

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-from ..protocol import NAME_MAX_BYTES, WelcomeOptions
+from ..protocol import MAX_ELEMENTS, NAME_MAX_BYTES, WelcomeOptions
 
 __all__ = ["ServerConfig"]
 
@@ -42,15 +42,26 @@ class ServerConfig:
     ping_timeout: float = attrs.field(default=20.0, validator=_positive)
     #: Largest message accepted, in bytes; a bigger one closes with 1009 (advertised).
     max_frame: int = attrs.field(default=1_048_576, validator=_positive)
+    #: Most frames one message may arrive in; more closes with 1009.
+    max_fragments: int = attrs.field(default=1024, validator=_positive)
+    #: Most data values (arrays, maps and what they hold, counted recursively) one
+    #: message may carry; more is refused with ``invalid_packet`` (advertised).
+    max_elements: int = attrs.field(default=MAX_ELEMENTS, validator=_positive)
     #: Longest event or room name, in UTF-8 bytes (advertised).
     max_name: int = attrs.field(default=NAME_MAX_BYTES, validator=_name_limit)
     #: Rooms one connection may join by its own requests (advertised).
     max_rooms: int = attrs.field(default=100, validator=_positive)
     #: Client requests awaiting an answer, per connection (advertised).
     max_pending: int = attrs.field(default=64, validator=_positive)
+    #: Bytes of requests that may wait for one connection's handlers, each counted
+    #: as its size on the wire plus 80 bytes per data value and 256 bytes; beyond
+    #: it, requests are refused with ``too_many_pending`` (one always fits).
+    inbox_bytes: int = attrs.field(default=2 * 1_048_576, validator=_positive)
     #: Server calls awaiting a client's answer, per connection.
     max_calls: int = attrs.field(default=64, validator=_positive)
-    #: Inbound packets per second per connection, 0 for no limit (advertised).
+    #: Inbound tokens per second per connection, 0 for no limit (advertised): a
+    #: packet costs one, and one more per 100 data values; a ping costs one, and
+    #: each frame 1/16 (PROTOCOL.md section 12).
     rate: int = attrs.field(default=100, validator=_non_negative)
     #: Inbound packets a connection may send at once above the rate (advertised).
     burst: int = attrs.field(default=200, validator=_non_negative)
@@ -85,4 +96,5 @@ class ServerConfig:
             max_pending=self.max_pending,
             rate=self.rate,
             burst=self.burst,
+            max_elements=self.max_elements,
         )

@@ -53,6 +53,7 @@ from ..protocol import (
 )
 from ..protocol.wsframe import server_frame
 from .http import HandshakeRequest
+from .logs import quote
 from .outbox import Delivery, Outbox
 
 if TYPE_CHECKING:
@@ -67,6 +68,36 @@ _WRITE_BATCH = 262_144
 _ACK_ID_MAX = 2**31 - 1
 # Packets that may wait for the handlers beyond max_pending (those without ack ids).
 _INBOX_SLACK = 256
+# What a waiting request is counted as against inbox_bytes: its size on the wire,
+# plus this much per data value it decoded into (a Python object and the slot that
+# holds it: an empty dict, the largest, takes 72 bytes), plus a fixed overhead.
+_VALUE_BYTES = 80
+_ENTRY_BYTES = 256
+# The rate limit meters work, not only packets (PROTOCOL.md section 12): a packet
+# costs one token, and one more per this many data values it holds; each frame (or
+# piece of a frame) parsed costs this fraction of a token; a ping costs one.
+_VALUES_PER_TOKEN = 100
+_FRAME_COST = 1 / 16
+_PING_COST = 1.0
+# Refusals in a row (at least; else ``burst``) after which a client that ignores
+# them is closed with 4000.
+_MIN_REFUSALS = 100
+# The reader yields to other connections after this many parsed frames, so that a
+# read full of tiny frames cannot hold the event loop.
+_FRAMES_PER_YIELD = 64
+# Log lines a client's actions may cause per connection, at most, and how much of
+# what it sent a line may quote.
+_LOG_BURST = 20
+_LOG_PER_SECOND = 0.2
+# Packet types a client sends as answers to the server's calls.
+_REPLY_TYPES = frozenset({7, 8})
+# Close reasons in our words for the framing errors wsproto reports (its own text
+# quotes Python's exception messages about the client's bytes).
+_FRAMING_REASONS: dict[int, str] = {
+    CloseCode.PROTOCOL_ERROR: "WebSocket framing error",
+    CloseCode.INVALID_DATA: "text frame is not valid UTF-8",
+    CloseCode.MESSAGE_TOO_BIG: "frame larger than the server accepts",
+}
 
 
 @attrs.frozen
@@ -114,11 +145,16 @@ class Connection:
         "_fragments",
         "_fragments_size",
         "_inbox",
+        "_inbox_bytes",
         "_inbox_limit",
+        "_log_at",
+        "_log_suppressed",
+        "_log_tokens",
         "_lot",
         "_nursery",
         "_outbox",
         "_read_scope",
+        "_refusals",
         "_scope",
         "_tokens",
         "_tokens_at",
@@ -162,7 +198,9 @@ class Connection:
         self._outbox: Outbox | None = None
         self._writing = False
         self._flushed: trio.Event | None = None
-        self._inbox: deque[Packet] | None = None
+        # Requests waiting for the worker, with what each counts against inbox_bytes.
+        self._inbox: deque[tuple[Packet, int]] | None = None
+        self._inbox_bytes = 0
         self._inbox_limit = config.max_pending + _INBOX_SLACK
         self._worker = False
         self._lot: trio.lowlevel.ParkingLot | None = None
@@ -174,6 +212,10 @@ class Connection:
         self._tokens = float(config.burst)
         self._tokens_at = trio.current_time()
         self._errors = 0
+        self._refusals = 0
+        self._log_tokens = float(_LOG_BURST)
+        self._log_at = self._tokens_at
+        self._log_suppressed = 0
         self._fragments: list[str | bytes] = []
         self._fragments_size = 0
         self._closing = False
@@ -414,22 +456,40 @@ class Connection:
                     with trio.CancelScope() as self._read_scope:
                         await self._read_loop()
                     self.closed = True
-                    if self._writing:
-                        # Let the writer send what is queued (the reply to the
-                        # client's close frame, above all) before tearing down.
-                        self._flushed = trio.Event()
-                        with trio.move_on_after(bus.config.close_timeout):
+                    with trio.move_on_after(bus.config.close_timeout):
+                        if self._writing:
+                            # Let the writer send what is queued (the reply to the
+                            # client's close frame, above all) before tearing down.
+                            self._flushed = trio.Event()
                             await self._flushed.wait()
+                        if self._ws.state is ConnectionState.LOCAL_CLOSING:
+                            await self._linger()
                     nursery.cancel_scope.cancel()
         finally:
             await self._cleanup()
+
+    async def _linger(self) -> None:
+        """After the server's close frame: end our side, then read and discard what
+        the client still sends until it ends its side (or ``close_timeout``).
+
+        Closing a socket with unread input makes the kernel reset the connection,
+        and a reset can destroy what was sent just before it (the errors that
+        explain the close, and the close frame with its code) before the client
+        reads them: the client would see 1006 and reconnect, instead of the code.
+        """
+        stream = self.stream
+        with contextlib.suppress(OSError, trio.BrokenResourceError, trio.ClosedResourceError):
+            if isinstance(stream, trio.SocketStream):
+                await stream.send_eof()
+            while await stream.receive_some(_RECEIVE):
+                pass
 
     async def _read_loop(self) -> None:
         ws = self._ws
         stream = self.stream
         fd = self._direct_fd
         # Bytes that arrived with the handshake are already in wsproto.
-        if self.closed or not self._handle_events(ws):
+        if self.closed or not await self._handle_events(ws):
             return
         while True:
             data: bytes | bytearray
@@ -450,20 +510,37 @@ class Connection:
             if not data:
                 self._record(1006, "connection lost", by_server=False)
                 return
-            # Any bytes from the client prove it alive, as a pong would.
+            # Any bytes from the client prove it alive, as a pong would
+            # (PROTOCOL.md section 11: a client busy sending is not dead).
             self.ping_deadline = None
             ws.receive_data(bytes(data))
-            if not self._handle_events(ws):
+            if not await self._handle_events(ws):
                 return
 
-    def _handle_events(self, ws: WSConnection) -> bool:
+    async def _handle_events(self, ws: WSConnection) -> bool:
         """Process what wsproto parsed; False once the connection must end."""
-        for event in ws.events():
+        metered = self._bus.config.rate > 0
+        for parsed, event in enumerate(ws.events(), 1):
+            if parsed % _FRAMES_PER_YIELD == 0:
+                # wsproto parses lazily, so this also bounds the parsing done at once.
+                await trio.lowlevel.checkpoint()
+                if self.closed:
+                    return False
+            if metered and not (
+                    isinstance(event, Ping)
+                    or (isinstance(event, Message) and event.message_finished)):
+                # A message in one frame costs its one token; its further pieces,
+                # and control frames but pings (charged below), cost a fraction.
+                self._tokens -= _FRAME_COST
             if isinstance(event, Message):
                 if not self._on_message(event):
                     return False
             elif isinstance(event, Ping):
-                if ws.state is ConnectionState.OPEN:
+                if metered and not self._take_token(_PING_COST):
+                    # Unanswered: a ping flood must not cost a write per ping.
+                    if not self._refused():
+                        return False
+                elif ws.state is ConnectionState.OPEN:
                     # Queued like any reliable message, so a client that pings and
                     # never reads fills its queue and is closed, not the server.
                     self.send_frame(ws.send(event.response()), Delivery.RELIABLE, None, None)
@@ -476,8 +553,9 @@ class Connection:
 
     def _on_close(self, ws: WSConnection, event: CloseConnection) -> bool:
         if ws.state is ConnectionState.OPEN:
-            # wsproto reports a framing violation as a close event without closing.
-            self._abort(event.code, event.reason or "WebSocket protocol error")
+            # wsproto reports a framing violation as a close event without closing;
+            # its reason is Python's wording about the bytes, so we give our own.
+            self._abort(event.code, _FRAMING_REASONS.get(event.code, "WebSocket framing error"))
             return False
         if ws.state is ConnectionState.REMOTE_CLOSING:
             self._record(event.code, event.reason or "", by_server=False)
@@ -502,6 +580,12 @@ class Connection:
             )
             return False
         if not event.message_finished:
+            if len(self._fragments) >= self._bus.config.max_fragments:
+                self._abort(
+                    CloseCode.MESSAGE_TOO_BIG,
+                    f"message in more than {self._bus.config.max_fragments} frames",
+                )
+                return False
             self._fragments.append(event.data)
             self._fragments_size = size
             return True
@@ -524,15 +608,26 @@ class Connection:
         if self._closing:
             return True
         config = self._bus.config
-        if config.rate and not self._take_token(config.rate, config.burst):
-            self._refuse(message, RateLimited("rate limit exceeded; slow down"))
-            return True
+        if config.rate and not self._take_token(1.0):
+            return self._refuse(message, RateLimited("rate limit exceeded; slow down"))
+        inbox = self._inbox
+        if inbox and not self._fits(len(message) + _ENTRY_BYTES):
+            # The handlers are this far behind: refuse requests unread rather than
+            # stop reading, so that answers to the server's own calls and pongs still
+            # get through (those are told apart by the packet type, read cheaply).
+            kind, _ = self._codec.peek(message)
+            if kind not in _REPLY_TYPES:
+                return self._refuse(message, TooManyPending(
+                    f"{len(inbox)} requests ({self._inbox_bytes} bytes) already wait for"
+                    " this connection's handlers"))
         try:
             packet = self._codec.decode(message)
         except RemoteProtocolError as exc:
+            self._charge_values()
             return self._protocol_error(exc)
+        values = self._charge_values()
         if isinstance(packet, Ack | ErrorReply):
-            self._errors = 0
+            self._accepted()
             self._on_reply(packet)
             return True
         ack_id = getattr(packet, "ack_id", None)
@@ -542,24 +637,38 @@ class Connection:
             return self._protocol_error(RemoteProtocolError(
                 f"ack id {ack_id} is already pending; request not processed",
                 code=ErrorCode.INVALID_PACKET))
-        self._errors = 0
-        if self._inbox is not None and len(self._inbox) >= self._inbox_limit:
-            # The handlers are this far behind: refuse rather than stop reading, so
-            # answers to the server's own calls and pongs still get through.
+        cost = len(message) + values * _VALUE_BYTES + _ENTRY_BYTES
+        if inbox and not self._fits(cost):
+            # What it decoded into does not fit (or the peek above was fooled).
             self._reply_error(ack_id, TooManyPending(
-                f"{len(self._inbox)} requests already wait for this connection's handlers"))
-            return True
+                f"{len(inbox)} requests ({self._inbox_bytes} bytes) already wait for"
+                " this connection's handlers"))
+            return self._refused()
+        self._accepted()
         if ack_id is not None:
             if len(self._client_acks) >= config.max_pending:
                 self._reply_error(ack_id, TooManyPending(
                     f"{len(self._client_acks)} requests already await an answer"))
                 return True
             self._client_acks.add(ack_id)
-        if self._inbox is None:
-            self._inbox = deque()
-        self._inbox.append(packet)
+        if inbox is None:
+            inbox = self._inbox = deque()
+        self._inbox_bytes += cost
+        inbox.append((packet, cost))
         self._wake_worker()
         return True
+
+    def _fits(self, cost: int) -> bool:
+        """Whether a request of ``cost`` may wait behind those already waiting."""
+        return (len(self._inbox or ()) < self._inbox_limit
+                and self._inbox_bytes + cost <= self._bus.config.inbox_bytes)
+
+    def _charge_values(self) -> int:
+        """Charge the rate limit for the data values just decoded; their number."""
+        values = self._codec.elements
+        if self._bus.config.rate and values >= _VALUES_PER_TOKEN:
+            self._tokens -= values // _VALUES_PER_TOKEN
+        return values
 
     def _wake_worker(self) -> None:
         if self._worker:
@@ -570,12 +679,45 @@ class Connection:
             self._worker = True
             self._nursery.start_soon(self._work)
 
-    def _refuse(self, message: str | bytes, error: RequestError) -> None:
-        """Answer a request with ``error`` without processing (or fully decoding) it."""
-        ack_id = self._codec.request_ack_id(message)
+    def _refuse(self, message: str | bytes, error: RequestError) -> bool:
+        """Answer a request with ``error`` without decoding it; False once the
+        connection must end (too many refusals in a row)."""
+        _, ack_id = self._codec.peek(message)
         if ack_id in self._client_acks:
             ack_id = None  # that id names a request still running: do not answer it
         self._reply_error(ack_id, error)
+        return self._refused()
+
+    def _refused(self) -> bool:
+        """Count a refusal (a packet or ping over the rate, or a request with the
+        inbox full); a client that goes on regardless is closed with 4000."""
+        self._refusals += 1
+        if self._refusals >= max(self._bus.config.burst, _MIN_REFUSALS):
+            self._abort(CloseCode.TOO_MANY_ERRORS,
+                        f"{self._refusals} packets refused in a row (rate limit or full queue)")
+            return False
+        return True
+
+    def _accepted(self) -> None:
+        self._errors = 0
+        self._refusals = 0
+
+    def _may_log(self) -> bool:
+        """Whether a log line caused by this client may be written now: a client
+        must not be able to fill the server's log, whatever it sends."""
+        now = trio.current_time()
+        self._log_tokens = min(
+            float(_LOG_BURST), self._log_tokens + (now - self._log_at) * _LOG_PER_SECOND)
+        self._log_at = now
+        if self._log_tokens < 1.0:
+            self._log_suppressed += 1
+            return False
+        self._log_tokens -= 1.0
+        if self._log_suppressed:
+            logger.info("connection %s: %d log lines suppressed", self.sid,
+                        self._log_suppressed)
+            self._log_suppressed = 0
+        return True
 
     def _protocol_error(self, exc: RemoteProtocolError) -> bool:
         self._errors += 1
@@ -585,19 +727,25 @@ class Connection:
             return False
         return True
 
-    def _take_token(self, rate: int, burst: int) -> bool:
+    def _take_token(self, cost: float) -> bool:
+        config = self._bus.config
         now = trio.current_time()
-        self._tokens = min(float(burst), self._tokens + (now - self._tokens_at) * rate)
+        # Frames and data values are charged after the fact and may leave the bucket
+        # below zero; the debt is bounded so that a connection always recovers.
+        self._tokens = max(-float(config.burst), min(
+            float(config.burst), self._tokens + (now - self._tokens_at) * config.rate))
         self._tokens_at = now
-        if self._tokens < 1.0:
+        if self._tokens < cost:
             return False
-        self._tokens -= 1.0
+        self._tokens -= cost
         return True
 
     def _on_reply(self, packet: Ack | ErrorReply) -> None:
         if packet.ack_id is None:
-            logger.info("client %s reported an error: [%s] %s", self.sid, packet.code,
-                        getattr(packet, "message", ""))
+            if self._may_log():
+                assert isinstance(packet, ErrorReply)  # an ACK always has an ack id
+                logger.info("client %s reported an error: [%s] %s", self.sid,
+                            quote(packet.code), quote(packet.message))
             return
         pending = self._calls.get(packet.ack_id)
         if pending is None:
@@ -623,7 +771,9 @@ class Connection:
                 await first(self)
             while True:
                 while inbox:
-                    await self._bus._dispatch(self, inbox.popleft())
+                    packet, cost = inbox.popleft()
+                    self._inbox_bytes -= cost
+                    await self._bus._dispatch(self, packet)
                 # Once started, the worker stays for the connection's life: the next
                 # request costs a wakeup, not a new task and a timer.
                 await lot.park()

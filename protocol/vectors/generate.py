@@ -37,6 +37,7 @@ DEFAULT_OPTIONS = {
     "max_pending": 64,
     "rate": 100,
     "burst": 200,
+    "max_elements": 10000,
 }
 
 
@@ -214,7 +215,7 @@ valid("welcome_default_options", S,
       [WELCOME, "c0ffee", "r3sum3-T0ken_x", dict(DEFAULT_OPTIONS)])
 _CUSTOM = {
     "ping_interval": 0, "ping_timeout": 0, "max_frame": 65536, "max_name": 16,
-    "max_rooms": 1, "max_pending": 1, "rate": 0, "burst": 0,
+    "max_rooms": 1, "max_pending": 1, "rate": 0, "burst": 0, "max_elements": 1,
 }
 valid("welcome_custom_options", S,
       {"type": "welcome", "sid": "a" * 64, "resume_token": "b",

@@ -296,10 +296,10 @@ async def test_max_name_is_advertised_and_enforced_in_utf8_bytes() -> None:
 @pytest.mark.parametrize("codec", ["json", "msgpack"])
 async def test_welcome_advertises_every_configured_limit(codec: str) -> None:
     bus = open_bus(ping_interval=12.5, ping_timeout=7.25, max_frame=5000, max_name=20,
-                   max_rooms=3, max_pending=4, rate=7, burst=9)
+                   max_rooms=3, max_pending=4, rate=7, burst=9, max_elements=11)
     expected = {
         "ping_interval": 12500, "ping_timeout": 7250, "max_frame": 5000, "max_name": 20,
-        "max_rooms": 3, "max_pending": 4, "rate": 7, "burst": 9,
+        "max_rooms": 3, "max_pending": 4, "rate": 7, "burst": 9, "max_elements": 11,
     }
     with trio.fail_after(10):
         async with serving(bus) as port, raw_websocket(

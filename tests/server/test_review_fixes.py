@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 
 from eventbus import Connection, Disconnect, EventBus
@@ -23,8 +24,13 @@ from .test_handshake import (
 from .test_limits import blocking_bus
 
 
-async def test_a_client_that_pings_and_never_reads_is_closed_not_queued_forever() -> None:
-    bus = open_bus(send_queue_size=64, send_queue_bytes=64 * 1024)
+@pytest.mark.parametrize(("rate", "code"), [(0, 4001), (100, 4000)])
+async def test_a_client_that_pings_and_never_reads_is_closed_not_queued_forever(
+    rate: int, code: int,
+) -> None:
+    # Unmetered, its pongs fill its queue (4001); metered, its pings over the rate
+    # go unanswered and it is closed for ignoring the refusals (4000).
+    bus = open_bus(send_queue_size=64, send_queue_bytes=64 * 1024, rate=rate)
     ended: list[Disconnect] = []
     done = trio.Event()
 
@@ -44,7 +50,7 @@ async def test_a_client_that_pings_and_never_reads_is_closed_not_queued_forever(
                     except OSError:
                         break
             await done.wait()
-            assert [d.code for d in ended] == [4001]
+            assert [d.code for d in ended] == [code]
             await echo(bystander, 1)
 
 
