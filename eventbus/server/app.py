@@ -8,13 +8,16 @@ and hands the same frame to every member's non-blocking send path.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import inspect
 import logging
+import os
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import attrs
 import trio
@@ -39,6 +42,7 @@ from ..protocol import (
     Emit,
     ErrorReply,
     Event,
+    Gap,
     Join,
     JsonCodec,
     Leave,
@@ -59,6 +63,7 @@ from .config import ServerConfig
 from .connection import Connection, Disconnect
 from .handlers import Handler, make_handler
 from .http import HandshakeRequest, accept_upgrade, plain_answer, read_request, send_response
+from .logs import quote
 from .outbox import Delivery
 from .rooms import RoomRegistry
 
@@ -69,8 +74,14 @@ logger = logging.getLogger("eventbus.server")
 F = TypeVar("F", bound=Callable[..., Any])
 # An unmasked ping with an empty payload: the same two bytes for everyone.
 _PING_FRAME = b"\x89\x00"
+# The target of an emit or call to a session id this node does not have.
+_NOBODY = object()
+# accept() failures that mean "no capacity now" (trio.serve_listeners' list), and
+# how long to wait before trying again.
+_ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
+_ACCEPT_RETRY = 0.1
 
-AuthHook = Callable[[HandshakeRequest], Awaitable[Any]]
+AuthHook = Callable[[HandshakeRequest], Any]
 RoomHook = Callable[[Connection, str], Any]
 PublishHook = Callable[[Connection, str, str], Any]
 
@@ -108,12 +119,14 @@ class EventBus:
         self._msgpack = MsgpackCodec(Role.SERVER, **limits)
         self._handlers: dict[str, Handler] = {}
         self._catch_all: Handler | None = None
-        self._on_connect: Callable[[Connection], Awaitable[Any]] | None = None
-        self._on_disconnect: Callable[[Connection, Disconnect], Awaitable[Any]] | None = None
+        self._on_connect: Callable[[Connection], Any] | None = None
+        self._on_disconnect: Callable[[Connection, Disconnect], Any] | None = None
         self._authenticate: AuthHook | None = None
         self._authorize_join: RoomHook | None = None
         self._authorize_publish: PublishHook | None = None
         self._connections: dict[str, Connection] = {}
+        self._handshakes = 0
+        self._busy_logged = False
         self._rooms: RoomRegistry[Connection] = RoomRegistry()
         self._running = 0
         self._draining = False
@@ -152,23 +165,27 @@ class EventBus:
         return func
 
     def on_connect(self, func: F) -> F:
-        """Register ``async def hook(sock)``, run when a connection opens (after its
-        welcome, before its first request is handled)."""
+        """Register ``async def hook(sock)`` (or a plain ``def``), run when a
+        connection opens (after its welcome, before its first request is handled)."""
         self._on_connect = func
         return func
 
     def on_disconnect(self, func: F) -> F:
-        """Register ``async def hook(sock, disconnect)``, run when a connection ends;
-        ``disconnect`` is a :class:`Disconnect` with the close code and reason.
+        """Register ``async def hook(sock, disconnect)`` (or a plain ``def``), run
+        when a connection ends; ``disconnect`` is a :class:`Disconnect` with the
+        close code and reason.
 
-        By then the connection receives nothing more and is in no room, but
-        ``sock.rooms`` still lists the rooms it was in (to tell their members).
+        By then the connection is closed (its socket too, so a slow hook holds no
+        socket open), receives nothing more and is in no room, but ``sock.rooms``
+        still lists the rooms it was in (to tell their members). The hook runs in
+        the connection's task: a graceful shutdown does not wait for it.
         """
         self._on_disconnect = func
         return func
 
     def authenticate(self, func: F) -> F:
-        """Register ``async def hook(request) -> state``, run on every handshake.
+        """Register ``async def hook(request) -> state`` (or a plain ``def``), run on
+        every handshake.
 
         It sees a :class:`HandshakeRequest` and returns the connection's state
         (``sock.state``), or raises :class:`~eventbus.HandshakeRejected` (for
@@ -222,21 +239,23 @@ class EventBus:
 
     def emit(
         self, event: str, data: Any = None, *, to: str | Connection | None = None,
+        to_room: str | None = None, to_sid: str | None = None,
         skip: Connection | None = None, delivery: Delivery | str = Delivery.RELIABLE,
         key: str | None = None,
     ) -> int:
         """Send an event without waiting for anyone.
 
+        Name at most one target; with none, the event goes to every connection.
+
         Args:
             event: The event name.
             data: The payload (binary data reaches msgpack clients only; JSON
-                members of a room get an ``unencodable`` error instead).
-            to: A room name, a connection, or a session id (a string that is the
-                sid of an open connection is taken as that connection, otherwise
-                as a room); ``None`` sends to every connection. Session ids are
-                public: never pass a client-chosen string here unchecked, or a
-                client could address another connection by its sid. From a
-                handler, ``sock.broadcast(..., to=room)`` only ever means a room.
+                members of a room get an ``unencodable`` error and a gap instead).
+            to: A room name (the same as ``to_room``), or a connection.
+            to_room: A room name. A string is always a room, never a session id,
+                so a client-chosen room name cannot address one connection.
+            to_sid: The session id of one connection of this node (nothing is
+                sent, and 0 returned, if it has none such).
             skip: A connection that must not receive it (broadcast-except-sender).
             delivery: ``reliable`` (default), ``volatile`` or ``latest``; see
                 :class:`Delivery`.
@@ -247,23 +266,43 @@ class EventBus:
 
         Raises:
             LocalProtocolError: the data cannot be encoded.
+            TypeError: more than one target was named.
         """
         check_name(event, "event", self.config.max_name, reserved_ok=True)
         policy = Delivery(delivery)
         if policy is Delivery.LATEST and key is None:
             raise ValueError("latest delivery needs a key")
-        if isinstance(to, Connection) or (isinstance(to, str) and to in self._connections):
-            target = to if isinstance(to, Connection) else self._connections[to]
-            if target is skip:
+        target = self._target(to, to_room, to_sid)
+        if isinstance(target, Connection):
+            if target is skip or target.closed:
                 return 0
             target.emit(event, data, delivery=policy, key=key)
             return 1
-        if to is None:
+        if target is _NOBODY:
+            return 0
+        if target is None:
             return self._fan_out(Event(event, data), self._connections.values(), skip,
                                  policy, None, key)
-        check_name(to, "room", self.config.max_name, reserved_ok=True)
-        sent, _ = self._publish(to, event, data, skip, policy, key)
+        assert isinstance(target, str)
+        check_name(target, "room", self.config.max_name, reserved_ok=True)
+        sent, _ = self._publish(target, event, data, skip, policy, key)
         return sent
+
+    def _target(
+        self, to: str | Connection | None, to_room: str | None, to_sid: str | None,
+    ) -> str | Connection | object | None:
+        """The one target named: a room name, a connection, _NOBODY (an unknown
+        sid) or None (everyone)."""
+        named = [target for target in (to, to_room, to_sid) if target is not None]
+        if len(named) > 1:
+            raise TypeError("name one target: to, to_room or to_sid")
+        if to_sid is not None:
+            return self._connections.get(to_sid, _NOBODY)
+        if isinstance(to, Connection) or to is None:
+            return to if to is not None else to_room
+        if not isinstance(to, str):
+            raise TypeError(f"to must be a room name or a Connection, not {type(to).__name__}")
+        return to
 
     def _emit_room(
         self, event: str, data: Any, room: str, skip: Connection | None, delivery: Delivery,
@@ -283,12 +322,11 @@ class EventBus:
         room = self._rooms.get(name)
         if room is None:
             return 0, None
-        seq = room.next_seq()
-        packet = RoomEvent(name, event, data, room.epoch, seq)
-        return (
-            self._fan_out(packet, room.members, skip, delivery, name, key),
-            Position(room.epoch, seq),
-        )
+        # The seq is taken only once the message encodes: data that cannot be sent
+        # must not leave a hole in the room's numbering.
+        packet = RoomEvent(name, event, data, room.epoch, room.seq + 1)
+        sent = self._fan_out(packet, room.members, skip, delivery, name, key)
+        return sent, Position(room.epoch, room.next_seq())
 
     def _fan_out(
         self, packet: Packet, targets: Iterable[Connection], skip: Connection | None,
@@ -312,6 +350,9 @@ class EventBus:
         return sent
 
     def _text_frame(self, packet: Packet) -> bytes:
+        """The JSON frame of ``packet``; for data JSON cannot carry, an ERROR saying
+        so and, for a room message, a GAP for its room, so that a program knows
+        which room lost a message (PROTOCOL.md section 4.5)."""
         try:
             return server_frame(self._json.encode(packet), binary=False)
         except LocalProtocolError:
@@ -322,10 +363,14 @@ class EventBus:
                 f"event {name!r}{where} carries binary data, which JSON cannot carry;"
                 " it was not delivered to this connection (use the msgpack codec)",
             )
-            return server_frame(self._json.encode(note), binary=False)
+            frames = server_frame(self._json.encode(note), binary=False)
+            if isinstance(packet, RoomEvent):
+                frames += server_frame(self._json.encode(Gap(packet.room, 1)), binary=False)
+            return frames
 
     async def call(
-        self, event: str, data: Any = None, *, to: str | Connection,
+        self, event: str, data: Any = None, *, to: str | Connection | None = None,
+        to_room: str | None = None, to_sid: str | None = None,
         timeout: float | None = None,
     ) -> CallResults:
         """Ask every member of a room (or one connection) for an answer and collect
@@ -335,7 +380,10 @@ class EventBus:
             event: The event name.
             data: The payload; each recipient gets its own request (with its own
                 ack id), so this sends one message per member.
-            to: A room name, a connection, or a session id.
+            to: A room name (the same as ``to_room``), or a connection.
+            to_room: A room name (a string is never taken for a session id).
+            to_sid: The session id of one connection of this node; an unknown one
+                is in ``errors`` as :class:`~eventbus.ConnectionClosed`.
             timeout: Seconds to wait for each answer (default: the bus's
                 ``call_timeout``); all recipients are asked at once.
 
@@ -343,16 +391,21 @@ class EventBus:
             :class:`CallResults`: the answers, the errors (including connections
             that closed) and the members that did not answer in time. It never
             raises for one member's failure.
+
+        Raises:
+            TypeError: no target, or more than one, was named.
         """
-        if isinstance(to, Connection):
-            targets = [to]
-        elif to in self._connections:
-            targets = [self._connections[to]]
-        else:
-            targets = self.members(to)
+        target = self._target(to, to_room, to_sid)
         answers: dict[str, Any] = {}
         errors: dict[str, Exception] = {}
         timed_out: list[str] = []
+        if target is None:
+            raise TypeError("name a target: to, to_room or to_sid")
+        if target is _NOBODY:
+            assert to_sid is not None
+            errors[to_sid] = ConnectionClosed(f"no connection {to_sid} on this node")
+            return CallResults(answers, errors, timed_out)
+        targets = [target] if isinstance(target, Connection) else self.members(str(target))
 
         async def ask(conn: Connection) -> None:
             try:
@@ -481,21 +534,31 @@ class EventBus:
     async def _run_on_connect(self, conn: Connection) -> None:
         assert self._on_connect is not None
         try:
-            await self._on_connect(conn)
+            await _maybe_await(self._on_connect(conn))
         except Exception:
             logger.exception("on_connect hook failed for %s", conn.sid)
             conn.close(CloseCode.INTERNAL_ERROR, "internal error")
 
-    async def _disconnected(self, conn: Connection) -> None:
+    def _detach(self, conn: Connection) -> None:
         # Out of every room at once, but sock.rooms still lists them for the hook.
         for room in conn.rooms:
             self._rooms.leave(room, conn)
         self._connections.pop(conn.sid, None)
+        disconnect = conn.disconnect
+        assert disconnect is not None
+        if disconnect.by_server:
+            logger.info("connection %s closed by the server: %d %s", conn.sid,
+                        disconnect.code, disconnect.reason)
+        else:
+            logger.debug("connection %s closed by the client: %d %s", conn.sid,
+                         disconnect.code, quote(disconnect.reason))
+
+    async def _run_on_disconnect(self, conn: Connection) -> None:
         if self._on_disconnect is None:
             return
         assert conn.disconnect is not None
         try:
-            await self._on_disconnect(conn, conn.disconnect)
+            await _maybe_await(self._on_disconnect(conn, conn.disconnect))
         except Exception:
             logger.exception("on_disconnect hook failed for %s", conn.sid)
 
@@ -506,12 +569,43 @@ class EventBus:
         with one end of an in-memory stream pair.
         """
         try:
-            conn = await self._open(stream)
+            if len(self._connections) + self._handshakes >= self.max_connections:
+                await self._refuse_busy(stream)
+                return
+            self._handshakes += 1
+            try:
+                conn = await self._open(stream)
+            finally:
+                self._handshakes -= 1
             if conn is not None:
                 await conn.run()
         except Exception:
             logger.exception("connection failed")
             await trio.aclose_forcefully(stream)
+
+    @property
+    def max_connections(self) -> int:
+        """The open connections (handshakes included) above which new ones are
+        answered 503: ``max_connections`` if set, else what the process's file
+        descriptor limit allows with room to spare."""
+        if self.config.max_connections is not None:
+            return self.config.max_connections
+        return _descriptor_capacity()
+
+    async def _refuse_busy(self, stream: trio.abc.Stream) -> None:
+        # Read the request first (briefly): closing a socket with unread input
+        # resets it, and the client would see a reset instead of the 503.
+        if not self._busy_logged:
+            logger.warning("at max_connections (%d): new connections are answered 503",
+                           self.max_connections)
+            self._busy_logged = True
+        with trio.move_on_after(min(1.0, self.config.handshake_timeout)):
+            with contextlib.suppress(HandshakeRejected, trio.BrokenResourceError,
+                                     trio.ClosedResourceError, OSError):
+                exchange = await read_request(stream)
+                await send_response(stream, exchange, 503, b"too many connections\n",
+                                    extra=[("retry-after", "1")])
+        await trio.aclose_forcefully(stream)
 
     async def _open(self, stream: trio.abc.Stream) -> Connection | None:
         remote = _remote_address(stream)
@@ -522,12 +616,19 @@ class EventBus:
                 if exchange is None:
                     await trio.aclose_forcefully(stream)
                     return None
+                method = exchange.request.method.decode("ascii", "replace")
                 if not exchange.is_websocket:
                     path = exchange.handshake_request(remote).path
-                    status, body, kind, extra = plain_answer(path, len(self._connections))
+                    status, body, kind, extra = plain_answer(
+                        method, path, len(self._connections))
                     await send_response(stream, exchange, status, body, kind, extra)
                     await stream.aclose()
                     return None
+                if method != "GET":
+                    # RFC 6455 section 4.1: the opening handshake is a GET.
+                    raise HandshakeRejected(
+                        405, "a WebSocket handshake must be a GET request",
+                        headers=[("allow", "GET")])
                 if self._draining:
                     raise HandshakeRejected(503, "the server is shutting down")
                 request = exchange.handshake_request(remote)
@@ -539,7 +640,7 @@ class EventBus:
                 state: Any = {}
                 if self._authenticate is not None:
                     try:
-                        state = await self._authenticate(request)
+                        state = await _maybe_await(self._authenticate(request))
                     except HandshakeRejected:
                         raise
                     except Exception:
@@ -554,6 +655,8 @@ class EventBus:
                     raise HandshakeRejected(status, str(exc), headers=extra) from None
                 await stream.send_all(response)
             except HandshakeRejected as exc:
+                logger.info("handshake from %s refused: %d %s", _peer(remote), exc.status,
+                            quote(exc.message))
                 body = (exc.message or "rejected").encode() + b"\n"
                 await send_response(stream, exchange, exc.status, body, extra=exc.headers)
                 await stream.aclose()
@@ -563,15 +666,35 @@ class EventBus:
                 return None
             codec = self._msgpack if codec_for_subprotocol(subprotocol) is MsgpackCodec \
                 else self._json
-            return Connection(self, stream, ws, codec, request, state)
+            conn = Connection(self, stream, ws, codec, request, state)
+            logger.debug("connection %s opened from %s (%s)", conn.sid, _peer(remote),
+                         codec.name)
+            return conn
         await trio.aclose_forcefully(stream)  # the handshake took too long
         return None
 
     def _check_origin(self, request: HandshakeRequest) -> None:
+        """Refuse cross-site handshakes from browsers (RFC 6455 section 10.2).
+
+        Without ``allowed_origins``, only a page of the bus's own origin (the
+        ``Origin`` names the host the request is for) may connect; ``"*"`` lets
+        any page connect. Clients that send no ``Origin`` (not browsers) pass.
+        """
+        origins = [value for name, value in request.headers if name == "origin"]
+        if len(origins) > 1:
+            raise HandshakeRejected(400, "more than one Origin header")
+        if not origins:
+            return
+        origin = origins[0]
         allowed = self.config.allowed_origins
-        origin = request.header("origin")
-        if allowed is not None and origin is not None and origin not in allowed:
-            raise HandshakeRejected(403, f"origin {origin} is not allowed")
+        if allowed is None:
+            host = request.header("host")
+            if host is not None and urlsplit(origin).netloc.lower() == host.lower():
+                return
+        elif "*" in allowed or origin in allowed:
+            return
+        # The Origin is not echoed back: the body never repeats what a client sent.
+        raise HandshakeRejected(403, "this origin may not connect (see allowed_origins)")
 
     # --- serving --------------------------------------------------------------------
 
@@ -603,13 +726,47 @@ class EventBus:
     ) -> None:
         """Serve on listeners you opened; see :meth:`serve`."""
         async with self.running() as connections, trio.open_nursery() as accepting:
-            await accepting.start(partial(
-                trio.serve_listeners, self.handle_stream, listeners,
-                handler_nursery=connections,
-            ))
+            for listener in listeners:
+                accepting.start_soon(self._accept, listener, connections)
             task_status.started(listeners)
             await self.wait_shutdown()
             accepting.cancel_scope.cancel()
+
+    async def _accept(self, listener: trio.abc.Listener[Any], connections: trio.Nursery) -> None:
+        """Accept connections until cancelled; each is served in ``connections``.
+
+        Out of descriptors (or memory), accepting pauses and retries, as
+        ``trio.serve_listeners`` does, but says so once per episode instead of a
+        traceback per retry.
+        """
+        async with listener:  # closed when serving ends, as trio.serve_listeners does
+            await self._accept_until_cancelled(listener, connections)
+
+    async def _accept_until_cancelled(
+        self, listener: trio.abc.Listener[Any], connections: trio.Nursery,
+    ) -> None:
+        exhausted = False
+        while True:
+            try:
+                stream = await listener.accept()
+            except OSError as exc:
+                if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
+                    raise
+                if not exhausted:
+                    # No traceback: the cause is the process's limits, not the code.
+                    logger.error(  # noqa: TRY400
+                        "cannot accept connections: %s (%d open); retrying every %.1f s"
+                        " (lower max_connections, or raise the descriptor limit)",
+                        os.strerror(exc.errno or 0), len(self._connections), _ACCEPT_RETRY)
+                    exhausted = True
+                await trio.sleep(_ACCEPT_RETRY)
+                continue
+            if exhausted:
+                logger.warning("accepting connections again (%d open)", len(self._connections))
+                exhausted = False
+            if self._busy_logged and len(self._connections) < self.max_connections:
+                self._busy_logged = False
+            connections.start_soon(self.handle_stream, stream)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[trio.Nursery]:
@@ -678,6 +835,31 @@ class EventBus:
                     conn._send_control(_PING_FRAME)
                     conn.ping_deadline = now + timeout
                     conn.next_ping = now + interval
+
+
+async def _maybe_await(result: Any) -> Any:
+    """The result of a hook that may be a plain function or a coroutine function."""
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+def _descriptor_capacity() -> int:
+    """Connections the descriptor limit allows, keeping a tenth (at least 32) for
+    everything else: listeners, logs, the app's own files and sockets, and the
+    accepts that must still succeed to be answered 503."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Unix: no descriptor limit to read
+        return 10_000
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:  # pragma: no cover - unlimited is rare
+        return 1_000_000
+    return max(1, soft - max(32, soft // 10))
+
+
+def _peer(remote: tuple[str, int] | None) -> str:
+    return f"{remote[0]}:{remote[1]}" if remote is not None else "a stream"
 
 
 def _remote_address(stream: trio.abc.Stream) -> tuple[str, int] | None:

@@ -71,6 +71,11 @@ class ServerConfig:
     send_queue_size: int = attrs.field(default=1024, validator=_positive)
     #: Bytes that may wait in one connection's outbound queue.
     send_queue_bytes: int = attrs.field(default=8 * 1_048_576, validator=_positive)
+    #: Open connections (handshakes in progress included) above which new ones are
+    #: answered HTTP 503; ``None``: what the file descriptor limit allows, less a
+    #: tenth of it (at least 32) kept free.
+    max_connections: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_positive))
     #: Seconds a client has to complete the HTTP handshake.
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Seconds to wait for the client's close frame after the server sent its own.
@@ -79,8 +84,11 @@ class ServerConfig:
     drain_timeout: float = attrs.field(default=10.0, validator=_non_negative)
     #: Seconds a server call waits for the client's answer unless told otherwise.
     call_timeout: float = attrs.field(default=10.0, validator=_positive)
-    #: Origins allowed to open connections (``None``: any). Requests without an
-    #: ``Origin`` header (non-browser clients) are always allowed.
+    #: Origins of the pages allowed to open connections, such as
+    #: ``["https://app.example"]``; ``["*"]`` allows any page. ``None`` (the
+    #: default) allows only pages of the bus's own origin (the ``Origin`` names the
+    #: ``Host`` the request is for). Requests without an ``Origin`` header
+    #: (non-browser clients) are always allowed.
     allowed_origins: Sequence[str] | None = attrs.field(
         default=None, converter=attrs.converters.optional(tuple)
     )

@@ -860,10 +860,10 @@ class Connection:
             pending.done.set()
         if self._outbox is not None:
             self._outbox.clear()
-        try:
-            await self._bus._disconnected(self)
-        finally:
-            await self._close_stream()
+        self._bus._detach(self)
+        # The socket closes before the hook runs, so that a slow hook holds nothing.
+        await self._close_stream()
+        await self._bus._run_on_disconnect(self)
 
     async def _close_stream(self) -> None:
         # A TLS close_notify may wait on a peer that is gone: give it a second.

@@ -114,7 +114,10 @@ async def read_request(stream: trio.abc.Stream) -> HttpExchange | None:
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            raise HandshakeRejected(exc.error_status_hint, f"bad request: {exc}") from None
+            # h11's message quotes the offending bytes: never echo them back.
+            raise HandshakeRejected(
+                exc.error_status_hint, "bad request: not a valid HTTP/1.1 request head"
+            ) from None
         if isinstance(event, h11.Request):
             # h11 bounds only a head still arriving; bound a complete one too.
             size = len(event.target) + sum(len(n) + len(v) + 4 for n, v in event.headers)
@@ -156,9 +159,19 @@ async def send_response(
     await stream.send_all(data)
 
 
-def plain_answer(path: str, connections: int) -> tuple[int, bytes, str, list[tuple[str, str]]]:
+#: Paths answered with plain HTTP, and the methods they answer.
+_PLAIN_METHODS = "GET, HEAD"
+
+
+def plain_answer(
+    method: str, path: str, connections: int,
+) -> tuple[int, bytes, str, list[tuple[str, str]]]:
     """Status, body, content type and extra headers for a request that is not an
-    upgrade."""
+    upgrade: ``/health`` and the browser client script answer GET and HEAD (405
+    for other methods), any other path 426."""
+    if path in ("/health", CLIENT_SCRIPT_PATH) and method not in ("GET", "HEAD"):
+        return (405, f"{path} answers GET and HEAD only\n".encode(),
+                "text/plain; charset=utf-8", [("allow", _PLAIN_METHODS)])
     if path == "/health":
         body = json.dumps({"status": "ok", "connections": connections}).encode()
         return 200, body, "application/json", []

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
 
-from eventbus import Connection, EventBus
+from eventbus import Connection, ConnectionClosed, EventBus
 from eventbus.protocol import Ack, Emit, ErrorReply, Event, Join, Leave, Publish, RoomEvent
 
 from .conftest import open_bus, raw_client, serving
@@ -159,13 +160,39 @@ async def test_emit_to_sid_and_to_everyone() -> None:
     bus = open_bus()
     with trio.fail_after(10):
         async with serving(bus) as port, raw_client(port) as a, raw_client(port, "msgpack") as b:
-            assert bus.emit("hello", {"to": "a"}, to=a.sid) == 1
+            assert bus.emit("hello", {"to": "a"}, to_sid=a.sid) == 1
             assert await a.recv() == Event("hello", {"to": "a"})
             await b.recv_nothing()
             assert bus.emit("all", 1) == 2
             assert await a.recv() == Event("all", 1)
             assert await b.recv() == Event("all", 1)
             assert bus.emit("nobody", 1, to="empty-room") == 0
+            assert bus.emit("nobody", 1, to_sid="no-such-sid") == 0
+
+
+async def test_a_room_named_like_a_sid_is_still_a_room() -> None:
+    # Sids are public: a client that joins a room named after another client's sid
+    # must not redirect the app's broadcast to that room into that one connection.
+    bus = open_bus()
+    with trio.fail_after(10):
+        async with serving(bus) as port, raw_client(port) as victim, \
+                raw_client(port) as member:
+            await join(member, victim.sid)
+            for call in (lambda: bus.emit("news", 1, to=victim.sid),
+                         lambda: bus.emit("news", 1, to_room=victim.sid)):
+                assert call() == 1
+                packet = await member.recv()
+                assert isinstance(packet, RoomEvent)
+                assert (packet.room, packet.event) == (victim.sid, "news")
+            await victim.recv_nothing()
+            results = await bus.call("q", None, to=victim.sid, timeout=0.2)
+            assert set(results.timed_out) == {member.sid}
+            with pytest.raises(TypeError):
+                bus.emit("news", 1, to="r", to_sid=victim.sid)
+            with pytest.raises(TypeError):
+                await bus.call("q", None)
+            missing = await bus.call("q", None, to_sid="gone")
+            assert isinstance(missing.errors["gone"], ConnectionClosed)
 
 
 async def test_events_from_one_connection_are_handled_in_order() -> None:
