@@ -5,20 +5,43 @@ Usage (from anywhere; paths are relative to this file's directory):
 
     python3 dev.py serve [args...]   set up .venv, then run `eventbus serve [args...]`
     python3 dev.py test [args...]    set up .venv, then run `python -m pytest [args...]`
+                                     under coverage and print the coverage report
     python3 dev.py lint              set up .venv, then run ruff and mypy
 
 Setup creates .venv with `python -m venv` if it is missing and installs the project
 editable with its dev extra. The install is skipped while pyproject.toml is unchanged
 since the last successful install (its hash is kept in .venv/.eventbus-installed).
+
+Coverage: `test` runs pytest under coverage.py with branch coverage, configured in
+pyproject.toml ([tool.coverage.*]). The Python subprocesses that the tests start
+(`eventbus serve`, `python -m eventbus`, the examples, ...) are measured too, through
+coverage's `patch = ["subprocess"]`. Each run collects its data in a temporary
+directory of its own (so two runs in one tree do not mix), combines it, prints the
+report (per module, with the missing lines and branches) and leaves the combined data
+in .coverage, for `.venv/bin/coverage html` and the like.
+
+A full run, `python3 dev.py test` with no arguments, enforces the targets below
+(COVERAGE_COMPLETE, COVERAGE_FLOOR): it fails, even when every test passed, if a
+module of eventbus/protocol/ (the sans-IO core) has a line or branch not covered, or
+if any module of eventbus/ is below 90%. With arguments (`-k rooms`, a test file, `-x`,
+even just `-v`) the run is partial: the report is printed, the targets are not checked.
+
+Exit status of `test`: pytest's when it is not 0 (1 failures, 2 interrupted, 4 usage
+error, 5 no tests collected), else 1 when a full run missed a coverage target, else 0.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -31,13 +54,20 @@ EXE = ".exe" if os.name == "nt" else ""
 VENV_PYTHON = BIN / f"python{EXE}"
 MARKER = VENV / ".eventbus-installed"
 PYPROJECT = ROOT / "pyproject.toml"
+COVERAGE_DATA = ROOT / ".coverage"
+
+# Coverage targets, enforced by a full `python3 dev.py test` (see the docstring).
+# Percentages count lines and branches together, as `coverage report` does.
+COVERAGE_COMPLETE = ("eventbus/protocol/",)  # every line and branch covered
+COVERAGE_FLOOR = 90.0  # every other module of eventbus/
 
 USAGE = """\
 usage: python3 dev.py COMMAND [args...]
 
 commands:
   serve [args...]   set up .venv and run `eventbus serve [args...]`
-  test [args...]    set up .venv and run `python -m pytest [args...]`
+  test [args...]    set up .venv and run `python -m pytest [args...]` under coverage;
+                    with no args, also enforce the coverage targets
   lint              set up .venv and run `ruff check .` and `mypy --strict eventbus`
 """
 
@@ -153,8 +183,68 @@ def cmd_serve(args: list[str]) -> None:
     replace_process([str(BIN / f"eventbus{EXE}"), "serve", *args])
 
 
+@contextlib.contextmanager
+def child_handles_ctrl_c() -> Iterator[None]:
+    """Let Ctrl-C reach the child alone (it gets SIGINT too), so that pytest can stop
+    cleanly and print its summary while this process waits for it."""
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: None)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def cmd_test(args: list[str]) -> None:
-    replace_process([str(VENV_PYTHON), "-m", "pytest", *args])
+    full = not args
+    coverage = [str(VENV_PYTHON), "-m", "coverage"]
+    with tempfile.TemporaryDirectory(prefix="eventbus-coverage-") as scratch:
+        # Subprocesses inherit COVERAGE_FILE and write their .coverage.* files beside it.
+        os.environ["COVERAGE_FILE"] = str(Path(scratch) / ".coverage")
+        with child_handles_ctrl_c():
+            code = run([*coverage, "run", "-m", "pytest", *args])
+        if code not in (0, 1):  # interrupted, usage error, no tests: nothing to report
+            sys.exit(code)
+        if run([*coverage, "combine", "--quiet"]) != 0:
+            fail("coverage combine failed; see the output above")
+        run([*coverage, "report"])
+        missed = check_coverage(coverage, Path(scratch) / "coverage.json") if full else []
+        shutil.copyfile(os.environ["COVERAGE_FILE"], COVERAGE_DATA)
+    if not full:
+        say("partial run (pytest arguments given): coverage targets not checked; "
+            "`python3 dev.py test` with no arguments checks them")
+    elif missed:
+        say("coverage below target:\n" + "\n".join(f"  {line}" for line in missed))
+    else:
+        say(f"coverage targets met: {', '.join(COVERAGE_COMPLETE)} at 100%, "
+            f"every other module at {COVERAGE_FLOOR:g}% or more")
+    if code != 0:
+        say(f"tests failed (pytest exit status {code}); pytest's summary is above the "
+            "coverage report")
+    elif missed:
+        code = 1
+    sys.exit(code)
+
+
+def check_coverage(coverage: list[str], report: Path) -> list[str]:
+    """The modules that miss their coverage target, one line each."""
+    if run([*coverage, "json", "--quiet", "-o", str(report)]) != 0:
+        fail("coverage json failed; see the output above")
+    files = json.loads(report.read_text(encoding="utf-8"))["files"]
+    missed = []
+    for name, data in sorted(files.items()):
+        name = name.replace(os.sep, "/")
+        summary = data["summary"]
+        percent = summary["percent_covered"]
+        complete = (summary["covered_lines"] == summary["num_statements"]
+                    and summary["covered_branches"] == summary["num_branches"])
+        if name.startswith(COVERAGE_COMPLETE):
+            if not complete:
+                missed.append(f"{name}: {percent:.1f}%, needs 100% (sans-IO core)")
+        elif percent < COVERAGE_FLOOR:
+            missed.append(f"{name}: {percent:.1f}%, needs {COVERAGE_FLOOR:g}%")
+    if not files:
+        missed.append("no coverage data for eventbus/ at all")
+    return missed
 
 
 def cmd_lint(args: list[str]) -> None:
