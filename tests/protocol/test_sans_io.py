@@ -2,13 +2,15 @@
 nothing that does I/O or reads a clock.
 
 Checked statically with ``ast``, following imports inside the eventbus package
-transitively. Importing a submodule runs ``eventbus/__init__.py`` too, which pulls in
-the server; that file is deliberately not followed, only the modules themselves.
+transitively (``eventbus/__init__.py`` is not followed: it loads the client and the
+server lazily), and at run time in a fresh interpreter.
 """
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -120,3 +122,32 @@ def test_no_io_imports(root: Path) -> None:
         if name not in allowed and not name.startswith("eventbus.protocol")
     }
     assert not outside
+
+
+IO_MODULES = ("trio", "trio_websocket", "wsproto", "h11", "cattrs", "socket", "ssl", "asyncio")
+
+
+@pytest.mark.parametrize("statement", [
+    "import eventbus.protocol",
+    "import eventbus",
+    "from eventbus.protocol import JsonCodec, MsgpackCodec, Role; JsonCodec(Role.SERVER)",
+    "import eventbus.errors, eventbus.codes",
+])
+def test_importing_the_protocol_loads_no_io_library_at_run_time(statement: str) -> None:
+    # The static walk above does not follow eventbus/__init__.py, which runs first on
+    # any import of a submodule; this runs the import for real, in a fresh interpreter.
+    probe = (
+        f"{statement}\n"
+        "import sys\n"
+        f"print(' '.join(m for m in {IO_MODULES!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
+
+
+def test_the_io_layers_still_load_on_first_use() -> None:
+    probe = "import eventbus, sys; eventbus.EventBus; print('trio' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "True"
