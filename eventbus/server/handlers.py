@@ -49,8 +49,11 @@ class Handler:
         try:
             return _converter.structure(data, self.payload_type)
         except Exception as exc:  # any failure here is the client's bad data
+            # cattrs words its validation errors for people (field paths, expected
+            # types); anything else is Python's wording about the value: not sent.
             details = "; ".join(cattrs.transform_error(exc)) if isinstance(
-                exc, cattrs.BaseValidationError) else str(exc)
+                exc, cattrs.BaseValidationError) else (
+                f"the data does not fit {self.payload_type.__name__}")
             raise InvalidPayload(f"invalid payload for {event!r}: {details}") from None
 
     @staticmethod
