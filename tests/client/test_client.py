@@ -221,7 +221,7 @@ async def test_direct_notifications_and_null_errors_reach_hooks() -> None:
                 errors.append(error)
                 got_error.set()
 
-            server.bus.emit("$notice", "maintenance", to=client.sid)
+            server.bus.emit("$notice", "maintenance", to_sid=client.sid)
             await got_notice.wait()
             assert notices == [Incoming(None, "$notice", "maintenance")]
             assert notices[0].position is None
