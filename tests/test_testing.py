@@ -197,18 +197,22 @@ async def test_reconnects_after_going_away_and_rejoins(
 
 
 @pytest.mark.parametrize("code", [4000, 1009])
-async def test_client_bug_close_codes_reconnect_with_a_warning(
+async def test_client_bug_close_codes_stop_the_client_with_a_warning(
     autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture, code: int,
 ) -> None:
+    # Reconnecting after the client broke the protocol would repeat it in a loop.
     bus = make_bus()
     with trio.fail_after(60):
         async with eventbus.testing.connect(bus, reconnect=FAST) as client:
-            back = trio.Event()
-            client.on_reconnect(back.set)
             with caplog.at_level(logging.WARNING, logger="eventbus.client"):
-                bus.connections[client.sid or ""].close(code, "you")
-                await back.wait()
-            assert "this client likely has a bug" in caplog.text
+                async with client.subscribe("room") as events:
+                    bus.connections[client.sid or ""].close(code, "you")
+                    with pytest.raises(eventbus.ConnectionClosed) as info:
+                        await events.__anext__()
+            assert info.value.close_code == code
+            assert client.closed
+            assert client.statistics()["reconnects"] == 0
+            assert "not reconnecting" in caplog.text
 
 
 @pytest.mark.parametrize("code", [4003, 4004, 1000])
