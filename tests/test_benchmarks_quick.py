@@ -3,12 +3,15 @@
 It runs every workload (W1-W5) at tiny sizes through the real load generator (Node
 with ``ws``) and checks that each run succeeded with no losses: every ack matched,
 every room delivery arrived once, in order, and never to its sender. Needs node and
-npm (``npm ci`` runs in benchmarks/ if node_modules is missing); without them the test
-is skipped, except under CI (``CI=true``), where that is a failure.
+npm; without them the test is skipped, except under CI (``CI=true``), where that is a
+failure. When benchmarks/node_modules is missing or older than package-lock.json,
+run.py first runs ``npm ci`` there (gitignored; once), and the test says so on the
+terminal before it starts.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -19,6 +22,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCHMARKS = ROOT / "benchmarks"
 WORKLOADS = {"W1", "W2", "W3", "W4", "W5"}
 
 
@@ -32,14 +36,29 @@ def _require_node() -> None:
     pytest.skip(reason)
 
 
+def _announce_npm_ci(capsys: pytest.CaptureFixture[str]) -> None:
+    """Say so when run.py is about to write benchmarks/node_modules (it checks the same
+    stamp: node_modules/.bench-installed holds the hash of package-lock.json)."""
+    stamp = BENCHMARKS / "node_modules" / ".bench-installed"
+    digest = hashlib.sha256((BENCHMARKS / "package-lock.json").read_bytes()).hexdigest()
+    if stamp.is_file() and stamp.read_text() == digest:
+        return
+    with capsys.disabled():
+        print("\ntests/test_benchmarks_quick.py: benchmarks/node_modules is missing or stale; "
+              "running `npm ci` there first (once; takes a while)", flush=True)
+
+
 # The quick run itself takes about 10 s; the longer limit leaves room for `npm ci`.
 @pytest.mark.timeout(240)
-def test_quick_benchmark_against_eventbus(tmp_path: Path) -> None:
+def test_quick_benchmark_against_eventbus(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
     _require_node()
+    _announce_npm_ci(capsys)
     out = tmp_path / "quick.json"
     proc = subprocess.run(
         [
-            sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick",
+            sys.executable, str(BENCHMARKS / "run.py"), "--quick",
             "--servers", "eventbus", "--eventbus-python", sys.executable,
             "--out", str(out), "--no-report",
         ],
