@@ -3,14 +3,17 @@
 The Python steps run as scripts from docs/tutorial/ with this interpreter, and their
 output must equal the ``.out`` file the page includes. The command-line session
 (``serve.console``, ``cli.console``) runs against a real server on a free port of
-127.0.0.1, with the documented port 8765 replaced by it. ``test_chat.py``, the
-tutorial's own test file, runs under pytest.
+127.0.0.1, with the documented port 8765 replaced by it. The last step runs as a
+reader runs it: in a fresh temporary directory holding only the files the page tells
+the reader to create (each "Create `name`"), with the command the page gives.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -32,7 +35,7 @@ def test_every_step_has_its_output_and_is_on_the_page() -> None:
         assert (TUTORIAL / f"{step}.out").is_file(), step
         assert f"{{literalinclude}} {step}.py" in page, step
         assert f"{{literalinclude}} {step}.out" in page, step
-    for name in ("chat.py", "test_chat.py", "serve.console", "cli.console"):
+    for name in ("chat.py", "pytest.ini", "test_chat.py", "serve.console", "cli.console"):
         assert f"{{literalinclude}} {name}" in page, name
 
 
@@ -46,13 +49,38 @@ def test_step_prints_what_the_page_shows(step: str) -> None:
     assert proc.stdout == (TUTORIAL / f"{step}.out").read_text(), proc.stderr
 
 
-def test_the_tutorials_test_file_passes() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_chat.py"],
-        cwd=TUTORIAL, capture_output=True, text=True, timeout=60, check=False,
+def _created_files(page: str) -> list[str]:
+    """The files the page tells the reader to create, in order."""
+    return re.findall(r"[Cc]reate\s+`([\w.]+)`", page)
+
+
+def _run_tests(command: str, folder: Path) -> subprocess.CompletedProcess[str]:
+    argv = shlex.split(command)
+    assert argv[0] == "python", command
+    return subprocess.run(
+        [sys.executable, *argv[1:]], cwd=folder, capture_output=True, text=True,
+        timeout=60, check=False,
     )
+
+
+def test_the_tutorials_tests_pass_in_a_readers_folder(tmp_path: Path) -> None:
+    page = (TUTORIAL / "index.md").read_text()
+    created = _created_files(page)
+    assert created[0] == "chat.py"
+    assert {*(f"{step}.py" for step in STEPS), "pytest.ini", "test_chat.py"} <= set(created)
+    for name in created:
+        shutil.copy(TUTORIAL / name, tmp_path / name)
+    step5 = page[page.index("## Step 5"):]
+    [command] = re.findall(r"run it\s+with\s+`(python -m pytest [^`]+)`", step5)
+    proc = _run_tests(command, tmp_path)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "2 passed" in proc.stdout, proc.stdout
+    # The folder stands alone: without the pytest.ini the page asks for, pytest has
+    # nothing that runs async tests (no configuration above it turns trio mode on).
+    (tmp_path / "pytest.ini").unlink()
+    proc = _run_tests(command, tmp_path)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "2 failed" in proc.stdout, proc.stdout
 
 
 def _free_port() -> int:
