@@ -4,6 +4,14 @@ default); the client tools ``listen``, ``publish`` and ``call`` talk to a runnin
 Exit status of the client tools: 0 success, 1 a runtime failure (connection refused
 or lost, handshake rejected, an error answer, a timeout), 2 a usage error (bad
 arguments, a bad URL, JSON_DATA that is not JSON), 130 interrupted (Ctrl-C).
+
+Exit status of ``serve``: 0 stopped by SIGTERM (after the graceful shutdown), 1 it
+cannot listen (the port is in use, say), 2 a usage error or an app that cannot be
+loaded, 130 stopped by Ctrl-C (SIGINT). 130 is 128 + SIGINT, what a shell reports
+for a program that Ctrl-C ended; a service manager's SIGTERM is the normal way to
+stop a server, so that ends with 0. Every failure is one line on stderr, not a
+traceback (``--log-level debug`` adds the traceback of an app that cannot be
+loaded).
 """
 
 from __future__ import annotations
@@ -12,20 +20,25 @@ import argparse
 import importlib
 import json
 import logging
+import os
 import signal
 import ssl
 import sys
+import sysconfig
+import traceback
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import trio
 
+from . import __version__
 from .client import connect
-from .client.transport import check_url
+from .client.transport import check_url, collapse_groups
 from .errors import CallTimeout, ConnectionClosed, HandshakeRejected, RequestError
 from .server import EventBus
 
-__all__ = ["build_parser", "main"]
+__all__ = ["AppError", "build_parser", "load_app", "main"]
 
 logger = logging.getLogger("eventbus.cli")
 
@@ -34,19 +47,28 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="eventbus", description="A WebSocket event bus with rooms and acknowledgments."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve", help="run a bus (the built-in demo when no app is given)",
         description="Serve MODULE:ATTR (an EventBus, or a function returning one), or the "
-        "built-in demo: open rooms and an 'echo' event.",
+        "built-in demo: open rooms and an 'echo' event. The first Ctrl-C (SIGINT) or "
+        "SIGTERM shuts down gracefully, the second at once.",
+        epilog="Exit status: 0 stopped by SIGTERM, 1 cannot listen, 2 usage error or an "
+        "app that cannot be loaded, 130 stopped by Ctrl-C.",
     )
-    serve.add_argument("app", nargs="?", help="the app to serve, as module:attribute")
-    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    serve.add_argument("--port", type=int, default=8765, help="port to listen on")
-    serve.add_argument("--certfile", help="TLS certificate (PEM) to serve wss://")
-    serve.add_argument("--keyfile", help="TLS private key (PEM)")
+    serve.add_argument("app", nargs="?",
+                       help="the app to serve, as module:attribute (default: the demo)")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: %(default)s)")
+    serve.add_argument("--port", type=int, default=8765,
+                       help="port to listen on, 0 for a free one (default: %(default)s)")
+    serve.add_argument("--certfile", help="TLS certificate (PEM) to serve wss:// "
+                       "(default: none, plain ws://)")
+    serve.add_argument("--keyfile", help="TLS private key (PEM) (default: in the certfile)")
     serve.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"])
+                       choices=["debug", "info", "warning", "error"],
+                       help="least severe messages logged (default: %(default)s)")
     serve.set_defaults(run=_serve)
     _add_client_commands(commands)
     return parser
@@ -59,26 +81,88 @@ def main(argv: Sequence[str] | None = None) -> int:
     return status
 
 
+class AppError(Exception):
+    """The app named on the command line cannot be loaded; the message says why
+    (and for an error in the app's code, where) in one line."""
+
+
 def load_app(spec: str) -> EventBus:
     """Import ``module:attribute``; call it if it is a factory.
 
     Raises:
-        ValueError: the spec is malformed or names nothing.
-        TypeError: the spec names something that is not an EventBus.
+        AppError: the spec is malformed or names nothing; the module, or a module
+            it imports, is missing or raised while importing (a ``SyntaxError``
+            too); the factory raised; or what it names is not an EventBus. The
+            original exception is the ``__cause__``.
     """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise ValueError(f"app must look like module:attribute, not {spec!r}")
-    module = importlib.import_module(module_name)
+        raise AppError(f"app must look like module:attribute, not {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            raise AppError(f"no module named {exc.name!r} (looked in the current "
+                           "directory and on sys.path)") from exc
+        raise AppError(f"cannot import {module_name}: {_located(exc)}") from exc
+    except Exception as exc:
+        raise AppError(f"cannot import {module_name}: {_located(exc)}") from exc
     try:
         app = getattr(module, attr)
     except AttributeError:
-        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from None
+        raise AppError(f"module {module_name!r} has no attribute {attr!r}") from None
     if callable(app) and not isinstance(app, EventBus):
-        app = app()
+        try:
+            app = app()
+        except Exception as exc:
+            raise AppError(f"{spec}() failed: {_located(exc)}") from exc
     if not isinstance(app, EventBus):
-        raise TypeError(f"{spec} is a {type(app).__name__}, not an EventBus")
+        raise AppError(f"{spec} is a {type(app).__name__}, not an EventBus")
     return app
+
+
+def _located(exc: BaseException) -> str:
+    """``file:line: Type: message`` for an exception from the app's code.
+
+    The line is the innermost one of the app's own code, not of the standard
+    library, installed packages or eventbus, which it may have called: that is
+    where its author can act. A SyntaxError names its own place.
+    """
+    text = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, SyntaxError) and exc.filename is not None:
+        text = f"{type(exc).__name__}: {exc.msg}"
+        return f"{_path(exc.filename)}:{exc.lineno}: {text}"
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if not frame.filename.startswith("<") and Path(frame.filename) != Path(__file__)]
+    own = [frame for frame in frames if not _is_library(frame.filename)] or frames
+    if not own:
+        return text
+    return f"{_path(own[-1].filename)}:{own[-1].lineno}: {text}"
+
+
+#: Where the standard library, installed packages and eventbus itself live.
+_LIBRARY_DIRS = tuple(
+    {str(Path(sysconfig.get_path(name)).resolve())
+     for name in ("stdlib", "platstdlib", "purelib", "platlib")}
+    | {str(Path(__file__).resolve().parent)}
+)
+
+
+def _is_library(filename: str) -> bool:
+    path = str(Path(filename).resolve())
+    return any(path == root or path.startswith(root + os.sep) for root in _LIBRARY_DIRS)
+
+
+def _path(filename: str) -> str:
+    """``filename`` relative to the current directory when it is inside it."""
+    try:
+        return str(Path(filename).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return filename
+
+
+class _CannotListen(Exception):
+    """Opening the listening sockets failed; the message says why in one line."""
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -95,7 +179,9 @@ def _serve(args: argparse.Namespace) -> int:
         sys.path.insert(0, ".")
         try:
             bus = load_app(args.app)
-        except (ImportError, ValueError, TypeError) as exc:
+        except AppError as exc:
+            if exc.__cause__ is not None and logger.isEnabledFor(logging.DEBUG):
+                traceback.print_exception(exc.__cause__)
             print(f"eventbus serve: {exc}", file=sys.stderr)
             return 2
     context = None
@@ -106,32 +192,61 @@ def _serve(args: argparse.Namespace) -> int:
         print("eventbus serve: --keyfile needs --certfile", file=sys.stderr)
         return 2
     try:
-        trio.run(_run, bus, args.host, args.port, context)
-    except OSError as exc:
-        print(f"eventbus serve: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        # trio's nurseries wrap what they raise in exception groups: take out a lone
+        # exception, so that the one we expect can be caught (any other group stays).
+        with collapse_groups():
+            stopped_by = trio.run(_run, bus, args.host, args.port, context)
+    except _CannotListen as exc:
+        print(f"eventbus serve: {exc}", file=sys.stderr)
         return 1
-    return 0
+    except KeyboardInterrupt:  # Ctrl-C while no signal receiver was open
+        return 130
+    return 130 if stopped_by == signal.SIGINT else 0
 
 
-async def _run(bus: EventBus, host: str, port: int, context: ssl.SSLContext | None) -> None:
+async def _run(
+    bus: EventBus, host: str, port: int, context: ssl.SSLContext | None
+) -> signal.Signals | None:
+    """Serve until a graceful shutdown ends; returns the signal that asked for it."""
+    stopped_by: signal.Signals | None = None
     async with trio.open_nursery() as nursery:
 
-        async def serve(task_status: trio.TaskStatus[object]) -> None:
+        async def serve(task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]]) -> None:
             await bus.serve(host, port, ssl_context=context, task_status=task_status)
             nursery.cancel_scope.cancel()  # a graceful shutdown has finished
 
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            await nursery.start(serve)
+            try:
+                with collapse_groups():
+                    listeners = await nursery.start(serve)
+            except OSError as exc:
+                raise _CannotListen(f"cannot listen on {host}:{port}: "
+                                    f"{exc.strerror or exc}") from exc
             scheme = "wss" if context else "ws"
-            logger.info("listening on %s://%s:%d/ (health check: /health)", scheme, host, port)
+            for url in _urls(scheme, listeners):
+                logger.info("listening on %s (health check: /health)", url)
             async for signum in signals:
-                name = signal.Signals(signum).name
+                stopped_by = signal.Signals(signum)
                 if bus.draining:
-                    logger.warning("second %s: stopping now", name)
+                    logger.warning("second %s: stopping now", stopped_by.name)
                     nursery.cancel_scope.cancel()
-                    return
-                logger.info("%s: shutting down gracefully (again to stop now)", name)
+                    break
+                logger.info("%s: shutting down gracefully (again to stop now)", stopped_by.name)
                 bus.shutdown()
+    return stopped_by
+
+
+def _urls(scheme: str, listeners: list[trio.abc.Listener[Any]]) -> list[str]:
+    """The URL of each listener, with the port it got (``--port 0`` picks one)."""
+    urls = []
+    for listener in listeners:
+        while isinstance(listener, trio.SSLListener):
+            listener = listener.transport_listener
+        assert isinstance(listener, trio.SocketListener)
+        address, port = listener.socket.getsockname()[:2]
+        host = f"[{address}]" if ":" in address else address
+        urls.append(f"{scheme}://{host}:{port}/")
+    return urls
 
 
 # --- the client tools: listen, publish, call ---------------------------------------------
@@ -147,9 +262,11 @@ def _add_client_commands(commands: Any) -> None:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("url", metavar="URL", type=_ws_url, help="ws:// or wss:// URL of the bus")
     common.add_argument("--codec", choices=["json", "msgpack"], default="json",
-                        help="wire encoding (default: json; msgpack carries binary data)")
+                        help="wire encoding; msgpack carries binary data "
+                        "(default: %(default)s)")
     common.add_argument("-H", "--header", action="append", default=[], type=_header,
-                        metavar="'NAME: VALUE'", help="extra handshake header (repeatable)")
+                        metavar="'NAME: VALUE'",
+                        help="extra handshake header, repeatable (default: none)")
     layout = {"formatter_class": argparse.RawDescriptionHelpFormatter, "epilog": _CLIENT_EPILOG}
 
     listen = commands.add_parser(
@@ -172,7 +289,7 @@ def _add_client_commands(commands: Any) -> None:
     publish.add_argument("event", metavar="EVENT")
     publish.add_argument("data", metavar="JSON_DATA", type=_json_value, help="the data, as JSON")
     publish.add_argument("--timeout", type=float, default=10.0,
-                         help="seconds to wait for the acknowledgment (default: 10)")
+                         help="seconds to wait for the acknowledgment (default: %(default)g)")
     publish.set_defaults(run=_client_command(_publish))
 
     call = commands.add_parser(
@@ -183,7 +300,7 @@ def _add_client_commands(commands: Any) -> None:
     call.add_argument("event", metavar="EVENT")
     call.add_argument("data", metavar="JSON_DATA", type=_json_value, help="the data, as JSON")
     call.add_argument("--timeout", type=float, default=10.0,
-                      help="seconds to wait for the answer (default: 10)")
+                      help="seconds to wait for the answer (default: %(default)g)")
     call.set_defaults(run=_client_command(_call))
 
 
