@@ -63,7 +63,7 @@ from .config import ServerConfig
 from .connection import Connection, Disconnect
 from .handlers import Handler, make_handler
 from .http import HandshakeRequest, accept_upgrade, plain_answer, read_request, send_response
-from .logs import quote
+from .logs import LogBudget, quote
 from .outbox import Delivery
 from .rooms import RoomRegistry
 
@@ -80,6 +80,9 @@ _NOBODY = object()
 # how long to wait before trying again.
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _ACCEPT_RETRY = 0.1
+# Log lines that all clients together may cause: a burst, then a line a second.
+_CLIENT_LOG_BURST = 100.0
+_CLIENT_LOG_PER_SECOND = 1.0
 
 AuthHook = Callable[[HandshakeRequest], Any]
 RoomHook = Callable[[Connection, str], Any]
@@ -127,6 +130,9 @@ class EventBus:
         self._connections: dict[str, Connection] = {}
         self._handshakes = 0
         self._busy_logged = False
+        # Log lines clients may cause, all connections together (each has its own too).
+        # (A bus is often made outside trio, so the bucket starts full at time 0.)
+        self._client_log_budget = LogBudget(_CLIENT_LOG_BURST, _CLIENT_LOG_PER_SECOND, 0.0)
         self._rooms: RoomRegistry[Connection] = RoomRegistry()
         self._running = 0
         self._draining = False

@@ -65,6 +65,10 @@ class ServerConfig:
     rate: int = attrs.field(default=100, validator=_non_negative)
     #: Inbound packets a connection may send at once above the rate (advertised).
     burst: int = attrs.field(default=200, validator=_non_negative)
+    #: Bytes per second one connection's reads are paced to, 0 for no pacing: above
+    #: it (past a burst of ``max_frame`` + 64 KiB) the server stops reading from it
+    #: for a while, so TCP slows the client down.
+    receive_rate: int = attrs.field(default=4 * 1_048_576, validator=_non_negative)
     #: Protocol errors in a row before the connection is closed with 4000.
     max_errors: int = attrs.field(default=10, validator=_positive)
     #: Messages that may wait in one connection's outbound queue.

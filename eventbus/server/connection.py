@@ -53,7 +53,7 @@ from ..protocol import (
 )
 from ..protocol.wsframe import server_frame
 from .http import HandshakeRequest
-from .logs import quote
+from .logs import LogBudget, quote
 from .outbox import Delivery, Outbox
 
 if TYPE_CHECKING:
@@ -147,13 +147,13 @@ class Connection:
         "_inbox",
         "_inbox_bytes",
         "_inbox_limit",
-        "_log_at",
-        "_log_suppressed",
-        "_log_tokens",
+        "_log_budget",
         "_lot",
         "_nursery",
         "_outbox",
         "_read_scope",
+        "_receive_at",
+        "_receive_budget",
         "_refusals",
         "_scope",
         "_tokens",
@@ -211,11 +211,11 @@ class Connection:
         self.next_call_id = 1
         self._tokens = float(config.burst)
         self._tokens_at = trio.current_time()
+        self._receive_budget = float(config.max_frame + _RECEIVE)
+        self._receive_at = self._tokens_at
         self._errors = 0
         self._refusals = 0
-        self._log_tokens = float(_LOG_BURST)
-        self._log_at = self._tokens_at
-        self._log_suppressed = 0
+        self._log_budget = LogBudget(_LOG_BURST, _LOG_PER_SECOND, self._tokens_at)
         self._fragments: list[str | bytes] = []
         self._fragments_size = 0
         self._closing = False
@@ -488,6 +488,7 @@ class Connection:
         ws = self._ws
         stream = self.stream
         fd = self._direct_fd
+        receive_rate = self._bus.config.receive_rate
         # Bytes that arrived with the handshake are already in wsproto.
         if self.closed or not await self._handle_events(ws):
             return
@@ -516,6 +517,23 @@ class Connection:
             ws.receive_data(bytes(data))
             if not await self._handle_events(ws):
                 return
+            if receive_rate:
+                await self._pace(len(data), receive_rate)
+
+    async def _pace(self, received: int, rate: int) -> None:
+        """Hold the next read while this connection is over ``receive_rate``.
+
+        Parsing costs CPU per byte before any packet can be refused, so bytes are
+        metered where they are cheapest to stop: not reading lets TCP push back on
+        the client, at no cost to the server or to other connections.
+        """
+        now = trio.current_time()
+        burst = self._bus.config.max_frame + _RECEIVE
+        self._receive_budget = min(
+            burst, self._receive_budget + (now - self._receive_at) * rate) - received
+        self._receive_at = now
+        if self._receive_budget < 0:
+            await trio.sleep(-self._receive_budget / rate)
 
     async def _handle_events(self, ws: WSConnection) -> bool:
         """Process what wsproto parsed; False once the connection must end."""
@@ -704,19 +722,16 @@ class Connection:
 
     def _may_log(self) -> bool:
         """Whether a log line caused by this client may be written now: a client
-        must not be able to fill the server's log, whatever it sends."""
+        must not be able to fill the server's log, whatever it sends (nor all
+        clients together: the bus has a budget of its own)."""
         now = trio.current_time()
-        self._log_tokens = min(
-            float(_LOG_BURST), self._log_tokens + (now - self._log_at) * _LOG_PER_SECOND)
-        self._log_at = now
-        if self._log_tokens < 1.0:
-            self._log_suppressed += 1
+        mine, everyone = self._log_budget, self._bus._client_log_budget
+        if not (mine.allow(now) and everyone.allow(now)):
             return False
-        self._log_tokens -= 1.0
-        if self._log_suppressed:
-            logger.info("connection %s: %d log lines suppressed", self.sid,
-                        self._log_suppressed)
-            self._log_suppressed = 0
+        suppressed = mine.suppressed + everyone.suppressed
+        if suppressed:
+            logger.info("%d log lines caused by clients were suppressed", suppressed)
+            mine.suppressed = everyone.suppressed = 0
         return True
 
     def _protocol_error(self, exc: RemoteProtocolError) -> bool:

@@ -8,7 +8,7 @@ a log, and each connection has a budget of log lines (see ``Connection``).
 
 from __future__ import annotations
 
-__all__ = ["quote"]
+__all__ = ["LogBudget", "quote"]
 
 #: The most characters of a client's text a log line quotes.
 QUOTE_LIMIT = 200
@@ -24,3 +24,31 @@ def quote(text: str, limit: int = QUOTE_LIMIT) -> str:
     if len(text) <= limit:
         return repr(text)
     return f"{text[:limit]!r}... ({len(text) - limit} more characters)"
+
+
+class LogBudget:
+    """A token bucket of log lines: ``burst`` at once, refilled at ``per_second``.
+
+    Each connection has one, and the bus one for all connections together, so
+    that a client reconnecting to get a fresh budget still cannot flood the log.
+    """
+
+    __slots__ = ("_at", "_burst", "_per_second", "_tokens", "suppressed")
+
+    def __init__(self, burst: float, per_second: float, now: float) -> None:
+        self._burst = burst
+        self._per_second = per_second
+        self._tokens = burst
+        self._at = now
+        #: Lines refused since the last one allowed.
+        self.suppressed = 0
+
+    def allow(self, now: float) -> bool:
+        """Take a line from the budget, or count it as suppressed."""
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._per_second)
+        self._at = now
+        if self._tokens < 1.0:
+            self.suppressed += 1
+            return False
+        self._tokens -= 1.0
+        return True

@@ -99,7 +99,7 @@ async def test_a_message_of_too_many_values_is_refused_and_others_go_on(codec: s
 async def test_a_client_pushing_large_requests_at_a_slow_handler_is_bounded_in_bytes() -> None:
     # msgpack binary payloads of 900 KB, without ack ids, at a handler that sleeps:
     # before the byte bound, up to max_pending + 256 of them waited (290 MB).
-    bus, seen = slow_bus(rate=0)
+    bus, seen = slow_bus(rate=0, receive_rate=0)
     bound = bus.config.inbox_bytes
     message = msgpack.packb([1, "slow", os.urandom(900_000)])
     sent = 150
@@ -156,6 +156,22 @@ async def test_refusing_a_request_does_not_decode_it() -> None:
             assert isinstance(answer, ErrorReply)
             assert (answer.ack_id, answer.code) == (9, "too_many_pending")
             assert calls == 2
+
+
+async def test_reads_are_paced_to_receive_rate(autojump_clock: trio.testing.MockClock) -> None:
+    # Bytes cost CPU (unmasking, UTF-8, parsing) before any packet can be refused:
+    # over receive_rate the server stops reading, and TCP slows the client down.
+    bus = open_bus(rate=0, receive_rate=1_000_000, max_frame=100_000)
+    payload = "x" * 90_000
+    async with serving(bus) as port, raw_client(port) as client:
+        start = trio.current_time()
+        for n in range(1, 21):
+            await client.send(Emit("echo", payload, n))
+        for _ in range(20):
+            assert isinstance(await client.recv(timeout=60), Ack)
+        elapsed = trio.current_time() - start
+    # 1.8 MB at 1 MB/s, less the burst (max_frame + 64 KiB) taken at once.
+    assert elapsed >= (20 * 90_000 - 100_000 - 65_536) / 1_000_000 - 0.1
 
 
 # --- frames ------------------------------------------------------------------------------
@@ -331,3 +347,20 @@ async def test_client_error_reports_are_quoted_cut_short_and_rate_limited_in_the
         assert "\n" not in line
         assert len(line) < 400
         assert "more characters" in line
+
+
+async def test_reconnecting_does_not_refill_the_log_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Each connection may cause 20 lines; all of them together 100 (then 1 a second).
+    caplog.set_level(logging.INFO, logger="eventbus.server")
+    with trio.fail_after(20):
+        async with serving(open_bus(rate=0)) as port:
+            for _ in range(10):
+                async with raw_client(port) as client:
+                    for _ in range(20):
+                        await client.send(ErrorReply(None, "internal_error", "again"))
+                    await client.send(Emit("echo", 1, 1))
+                    await client.recv()
+    reports = [r for r in caplog.records if "reported an error" in r.getMessage()]
+    assert 100 <= len(reports) <= 110  # 200 were sent
