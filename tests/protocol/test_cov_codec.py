@@ -8,6 +8,7 @@ Bytes in, errors out: no I/O.
 from __future__ import annotations
 
 import json
+from typing import NoReturn
 
 import msgpack
 import pytest
@@ -82,3 +83,17 @@ def test_a_map_or_array_one_level_too_deep_is_an_invalid_packet(innermost: objec
     error = refusal(JsonCodec(Role.SERVER), json.dumps([EMIT, "e", data, 1]))
     assert error.code == ErrorCode.INVALID_PACKET
     assert f"nested deeper than {MAX_DEPTH} levels" in str(error)
+
+
+@pytest.mark.parametrize("raised", [msgpack.OutOfData, msgpack.exceptions.BufferFull])
+def test_any_unpack_error_of_msgpack_is_malformed(
+    raised: type[Exception], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # msgpack 1.2's unpackb raises ValueError subclasses only, but UnpackException
+    # is msgpack's documented base: whatever the version raises stays in the codec.
+    def unpackb(*args: object, **kwargs: object) -> NoReturn:
+        raise raised
+
+    monkeypatch.setattr(msgpack, "unpackb", unpackb)
+    error = refusal(MsgpackCodec(Role.SERVER), msgpack.packb([EMIT, "e", None, 1]))
+    assert error.code == ErrorCode.MALFORMED
