@@ -38,6 +38,7 @@ from .handlers import Handler
 from .session import Session, position_from
 from .subscription import Subscription
 from .transport import (
+    CANCELLED_CLOSE_WAIT,
     MAX_MESSAGE_SIZE,
     Headers,
     Opener,
@@ -378,12 +379,16 @@ class Client(Session):
 
     async def aclose(self) -> None:
         """Close the connection (code 1000) and stop reconnecting; idempotent."""
+        await self._close(self.close_timeout)
+
+    async def _close(self, wait: float) -> None:
+        """:meth:`aclose`, waiting up to ``wait`` seconds for the server's close reply."""
         if self._closing:
             return
         self._closing = True
         link = self._current
         if link is not None and link.error is None:
-            with trio.move_on_after(self.close_timeout):
+            with trio.move_on_after(wait):
                 with suppress(trio_websocket.ConnectionClosed):
                     await link.ws.aclose()
         self._finish(ConnectionClosed(f"the client closed its connection to {self._target}",
@@ -400,8 +405,12 @@ async def open_client(client: Client) -> AsyncIterator[Client]:
             try:
                 yield client
             finally:
+                # Cancelled from outside, the reader that would read the server's close
+                # reply is cancelled too: send the close frame, do not wait for a reply.
+                cancelled = trio.current_effective_deadline() == -math.inf
                 with trio.CancelScope(shield=True):
-                    await client.aclose()
+                    await client._close(CANCELLED_CLOSE_WAIT if cancelled
+                                        else client.close_timeout)
                 nursery.cancel_scope.cancel()
 
 

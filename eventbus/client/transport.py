@@ -34,6 +34,7 @@ import trio_websocket
 from ..errors import ConnectionClosed, EventBusError, HandshakeRejected
 
 __all__ = [
+    "CANCELLED_CLOSE_WAIT",
     "MAX_MESSAGE_SIZE",
     "MESSAGE_QUEUE_SIZE",
     "Headers",
@@ -105,7 +106,7 @@ def url_opener(
 
 
 #: Seconds to let our close frame go out when the block is being cancelled.
-_CANCELLED_CLOSE_WAIT = 0.05
+CANCELLED_CLOSE_WAIT = 0.05
 
 
 @contextlib.asynccontextmanager
@@ -153,7 +154,7 @@ async def open_websocket_over(
                     # server's close reply would never be read, so send our close frame
                     # and do not wait out close_timeout for the reply.
                     cancelled = trio.current_effective_deadline() == -math.inf
-                    wait = _CANCELLED_CLOSE_WAIT if cancelled else close_timeout
+                    wait = CANCELLED_CLOSE_WAIT if cancelled else close_timeout
                     with trio.move_on_after(wait) as closing:
                         closing.shield = True
                         await ws.aclose()

@@ -346,3 +346,27 @@ async def test_user_exceptions_leave_the_block_unwrapped() -> None:
             with pytest.raises(KeyError):
                 async with eventbus.connect(server.url):
                     raise KeyError("mine")
+
+
+async def test_a_client_cancelled_from_outside_exits_at_once() -> None:
+    # Cancelling the task that runs a client (as Ctrl-C on a program does) cancels the
+    # client's reader too, so the server's close reply is never read: waiting for it
+    # would only run out close_timeout.
+    with trio.fail_after(10):
+        async with serving(make_bus()) as server:
+            connected = trio.Event()
+
+            async def run_client() -> None:
+                async with eventbus.connect(server.url, close_timeout=5):
+                    connected.set()
+                    await trio.sleep_forever()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run_client)
+                await connected.wait()
+                started = trio.current_time()
+                nursery.cancel_scope.cancel()
+            assert trio.current_time() - started < 1
+            # The close frame went out: the server ends the connection.
+            while server.bus.connections:  # noqa: ASYNC110 - it ends soon after
+                await trio.sleep(0.01)
