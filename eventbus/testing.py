@@ -30,6 +30,7 @@ import trio
 import trio.testing
 import trio_websocket
 
+from .adapters.conformance import check_adapter
 from .client import Backoff, Client, open_client
 from .client.client import subprotocols_for
 from .client.transport import (
@@ -43,7 +44,7 @@ from .client.transport import (
 if TYPE_CHECKING:
     from .server import EventBus
 
-__all__ = ["connect", "memory_opener"]
+__all__ = ["check_adapter", "connect", "memory_opener"]
 
 #: The Host header of in-memory connections.
 TEST_HOST = "eventbus.test"

@@ -1,0 +1,193 @@
+"""The conformance suite every adapter passes: ``eventbus.testing.check_adapter``.
+
+It drives adapters directly, each serving a recording stand-in for a node, and
+checks what the rest of eventbus relies on: dense positions decided once for all
+nodes, delivery to exactly the subscribed nodes, in order, once; signals to one
+node or to a room's nodes, with exact receiver counts; presence across nodes.
+Like trio's ``check_two_way_stream``, it is public so that a new adapter (NATS,
+say) can prove itself with the same checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import trio
+
+from ..protocol import Position
+from .base import Adapter, AdapterState, Envelope, Member, Signal, SignalKind
+
+__all__ = ["RecordingNode", "check_adapter"]
+
+#: Makes ``count`` adapters joined to one backend (a hub, a Redis server), fresh
+#: for each check, and closes what it opened when the block ends.
+AdapterFactory = Callable[[int], AbstractAsyncContextManager[Sequence[Adapter]]]
+
+
+class RecordingNode:
+    """A node that records what its adapter hands it."""
+
+    def __init__(self, node_id: str) -> None:
+        self._node_id = node_id
+        self.delivered: list[tuple[Envelope, Position]] = []
+        self.signals: list[Signal] = []
+        self.rooms: dict[str, list[str]] = {}
+        self._arrived = trio.Event()
+
+    @property
+    def node_id(self) -> str:
+        return self._node_id
+
+    def deliver(self, envelope: Envelope, position: Position) -> None:
+        self.delivered.append((envelope, position))
+        self._arrived.set()
+
+    def receive_signal(self, signal: Signal) -> None:
+        self.signals.append(signal)
+        self._arrived.set()
+
+    def local_members(self, room: str) -> Sequence[str]:
+        return self.rooms.get(room, [])
+
+    async def wait_for(self, delivered: int = 0, signals: int = 0, timeout: float = 5) -> None:
+        """Wait until this many messages and signals in all have arrived."""
+        with trio.fail_after(timeout):
+            while len(self.delivered) < delivered or len(self.signals) < signals:
+                self._arrived = trio.Event()
+                await self._arrived.wait()
+
+
+@asynccontextmanager
+async def _serving(
+    factory: AdapterFactory, count: int,
+) -> AsyncIterator[list[tuple[Adapter, RecordingNode]]]:
+    async with factory(count) as adapters, trio.open_nursery() as nursery:
+        pairs = []
+        for index, adapter in enumerate(adapters):
+            node = RecordingNode(f"node-{index}")
+            await nursery.start(adapter.run, node)
+            pairs.append((adapter, node))
+        yield pairs
+        nursery.cancel_scope.cancel()
+
+
+async def _check_positions_are_dense_and_shared(factory: AdapterFactory) -> None:
+    async with _serving(factory, 3) as nodes:
+        (a, na), (b, nb), (c, nc) = nodes
+        assert a.state is AdapterState.CONNECTED
+        first = await a.subscribe("room")
+        assert first == await b.subscribe("room"), "every node sees one position"
+        # c is not subscribed: it gets nothing.
+        results = [await (a if n % 2 else b).publish(Envelope("room", "e", n)) for n in range(6)]
+        seqs = [result.position.seq for result in results]
+        assert seqs == list(range(first.seq + 1, first.seq + 7)), f"dense positions: {seqs}"
+        assert {result.position.epoch for result in results} == {first.epoch}
+        assert all(result.nodes == 2 for result in results), "two nodes are subscribed"
+        await na.wait_for(delivered=6)
+        await nb.wait_for(delivered=6)
+        for node in (na, nb):
+            got = [(envelope.data, position) for envelope, position in node.delivered]
+            assert got == [(n, results[n].position) for n in range(6)], "in order, once"
+        assert nc.delivered == []
+        after = await c.position("room")
+        assert after == results[-1].position, "position() is the room's latest"
+
+
+async def _check_order_of_nowait_publishes(factory: AdapterFactory) -> None:
+    async with _serving(factory, 2) as nodes:
+        (a, _), (b, nb) = nodes
+        await b.subscribe("ordered")
+        for n in range(100):
+            a.publish_nowait(Envelope("ordered", "e", n, sender="s1", delivery="volatile",
+                                      key="k"))
+        await nb.wait_for(delivered=100)
+        assert [envelope.data for envelope, _ in nb.delivered] == list(range(100))
+        envelope, _ = nb.delivered[0]
+        assert (envelope.sender, envelope.delivery, envelope.key) == ("s1", "volatile", "k")
+        seqs = [position.seq for _, position in nb.delivered]
+        assert seqs == list(range(seqs[0], seqs[0] + 100))
+
+
+async def _check_unsubscribed_nodes_get_nothing(factory: AdapterFactory) -> None:
+    async with _serving(factory, 2) as nodes:
+        (a, na), (b, nb) = nodes
+        await a.subscribe("r")
+        await b.subscribe("r")
+        b.unsubscribe_nowait("r")
+        # An adapter may linger before it really unsubscribes (so that a member
+        # leaving and another joining costs no churn): b may still count.
+        published = await a.publish(Envelope("r", "e", 1))
+        assert published.nodes in (1, 2)
+        await na.wait_for(delivered=1)
+        nobody = await a.publish(Envelope("nobody-here", "e", 1))
+        assert nobody.nodes == 0
+
+
+async def _check_signals_reach_one_node_or_a_rooms_nodes(factory: AdapterFactory) -> None:
+    async with _serving(factory, 3) as nodes:
+        (a, na), (b, nb), (c, nc) = nodes
+        # a is subscribed too, but a signal never comes back to its sender.
+        await a.subscribe("s")
+        await b.subscribe("s")
+        await c.subscribe("s")
+        to_b = Signal(SignalKind.EVENT, na.node_id, ["sid", "e", [1, {"x": b"\x00"}], "reliable",
+                                                    None])
+        assert await a.signal(to_b, node=nb.node_id) == 1
+        await nb.wait_for(signals=1)
+        assert nb.signals == [to_b]
+        assert await a.signal(to_b, node="no-such-node") == 0
+        to_room = Signal(SignalKind.CALL, na.node_id, [7, "q", None, 1.5, None], room="s")
+        assert await a.signal(to_room) == 2, "the other nodes of the room, not the sender"
+        await nc.wait_for(signals=1)
+        await nb.wait_for(signals=2)
+        assert nc.signals == [to_room]
+        assert await a.signal(to_b, node=na.node_id) == 0, "not to itself either"
+        assert na.signals == []
+        a.signal_nowait(Signal(SignalKind.ANSWERS, na.node_id, [7, {}, {}, []]),
+                        node=nc.node_id)
+        await nc.wait_for(signals=2)
+        assert nc.signals[-1].kind is SignalKind.ANSWERS
+
+
+async def _check_members_across_nodes(factory: AdapterFactory) -> None:
+    async with _serving(factory, 2) as nodes:
+        (a, na), (b, nb) = nodes
+        for adapter, node, sids in ((a, na, ["a1", "a2"]), (b, nb, ["b1"])):
+            await adapter.subscribe("m")
+            node.rooms["m"] = list(sids)
+            for sid in sids:
+                adapter.member_joined("m", sid)
+        with trio.fail_after(5):
+            while True:
+                members = sorted(await a.members("m"), key=lambda m: m.sid)
+                if len(members) == 3:
+                    break
+                await trio.sleep(0.01)
+        assert members == [Member("a1", na.node_id), Member("a2", na.node_id),
+                           Member("b1", nb.node_id)]
+        nb.rooms["m"] = []
+        b.member_left("m", "b1")
+        b.unsubscribe_nowait("m")
+        with trio.fail_after(5):
+            while len(await a.members("m")) != 2:
+                await trio.sleep(0.01)
+
+
+CHECKS = [
+    _check_positions_are_dense_and_shared,
+    _check_order_of_nowait_publishes,
+    _check_unsubscribed_nodes_get_nothing,
+    _check_signals_reach_one_node_or_a_rooms_nodes,
+    _check_members_across_nodes,
+]
+
+
+async def check_adapter(factory: AdapterFactory) -> None:
+    """Run every conformance check against the adapters ``factory`` makes.
+
+    Raises:
+        AssertionError: naming the first property the adapter breaks.
+    """
+    for check in CHECKS:
+        await check(factory)
