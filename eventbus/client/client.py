@@ -346,6 +346,8 @@ class Client(Session):
                                                        f"leave {room!r}")
                             else:
                                 await link.send(link.encode(Leave(room)))
+                        except ConnectionClosed:
+                            pass  # the server takes a closed connection out of its rooms
                         except EventBusError as exc:
                             logger.warning("could not leave %r: %s", room, exc)
 

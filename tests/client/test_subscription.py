@@ -10,8 +10,9 @@ import trio
 
 import eventbus
 from eventbus import Incoming, Subscription
+from eventbus.protocol import Ack, Join, Leave
 
-from .conftest import make_bus, serving
+from .conftest import Peer, make_bus, scripted, serving
 
 
 def event(n: int) -> Incoming:
@@ -105,4 +106,25 @@ async def test_cancelled_client_with_a_subscription_exits_at_once(
             with trio.fail_after(2):
                 while bus.connections:  # noqa: ASYNC110 - the server's side ends soon after
                     await trio.sleep(0.01)
+    assert "could not leave" not in caplog.text
+
+
+async def test_a_subscription_ending_as_the_connection_closes_leaves_quietly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The connection closes while the subscription's LEAVE waits for its answer: the
+    # server takes a closed connection out of its rooms, so there is nothing to warn of.
+    async def script(peer: Peer) -> None:
+        join = await peer.receive()
+        assert isinstance(join, Join)
+        assert join.ack_id is not None
+        await peer.send(Ack(join.ack_id, ["e1", 0]))
+        assert isinstance(await peer.receive(), Leave)
+        await peer.ws.aclose(code=1001)
+
+    with trio.fail_after(10), caplog.at_level(logging.WARNING, logger="eventbus.client"):
+        async with scripted(script) as url, eventbus.connect(url, reconnect=False) as client:
+            async with client.subscribe("news"):
+                pass
+            assert client.rooms == frozenset()
     assert "could not leave" not in caplog.text
