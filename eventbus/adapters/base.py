@@ -187,6 +187,12 @@ class Adapter(abc.ABC):
         """
 
     @abc.abstractmethod
+    def subscribe_nowait(self, room: str) -> None:
+        """:meth:`subscribe` without waiting (for synchronous server code such as
+        ``sock.join(room)``); messages published before the subscription is in
+        place may not reach this node."""
+
+    @abc.abstractmethod
     def unsubscribe_nowait(self, room: str) -> None:
         """This node's last member of ``room`` left (the adapter may linger)."""
 
@@ -225,8 +231,13 @@ class Adapter(abc.ABC):
         """
 
     @abc.abstractmethod
-    def signal_nowait(self, signal: Signal, *, node: str) -> None:
-        """:meth:`signal` to one node, without waiting for it to be sent."""
+    def signal_nowait(self, signal: Signal, *, node: str) -> bool | None:
+        """:meth:`signal` to one node, without waiting for it to be sent.
+
+        Returns:
+            Whether the node received it, when that is known at once (the in-memory
+            adapter), else ``None``.
+        """
 
     @abc.abstractmethod
     def member_joined(self, room: str, sid: str) -> None:

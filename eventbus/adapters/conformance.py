@@ -109,9 +109,19 @@ async def _check_order_of_nowait_publishes(factory: AdapterFactory) -> None:
         assert seqs == list(range(seqs[0], seqs[0] + 100))
 
 
+async def _check_subscribe_nowait_takes_effect(factory: AdapterFactory) -> None:
+    async with _serving(factory, 2) as nodes:
+        (a, _), (b, nb) = nodes
+        b.subscribe_nowait("later")
+        with trio.fail_after(5):
+            while (await a.publish(Envelope("later", "e", 0))).nodes == 0:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        await nb.wait_for(delivered=1)
+
+
 async def _check_unsubscribed_nodes_get_nothing(factory: AdapterFactory) -> None:
     async with _serving(factory, 2) as nodes:
-        (a, na), (b, nb) = nodes
+        (a, na), (b, _) = nodes
         await a.subscribe("r")
         await b.subscribe("r")
         b.unsubscribe_nowait("r")
@@ -170,13 +180,14 @@ async def _check_members_across_nodes(factory: AdapterFactory) -> None:
         b.member_left("m", "b1")
         b.unsubscribe_nowait("m")
         with trio.fail_after(5):
-            while len(await a.members("m")) != 2:
+            while len(await a.members("m")) != 2:  # noqa: ASYNC110 - polls the backend
                 await trio.sleep(0.01)
 
 
 CHECKS = [
     _check_positions_are_dense_and_shared,
     _check_order_of_nowait_publishes,
+    _check_subscribe_nowait_takes_effect,
     _check_unsubscribed_nodes_get_nothing,
     _check_signals_reach_one_node_or_a_rooms_nodes,
     _check_members_across_nodes,

@@ -106,6 +106,9 @@ class MemoryAdapter(Adapter):
         found.nodes[self] = None
         return Position(found.epoch, found.seq)
 
+    def subscribe_nowait(self, room: str) -> None:
+        self.hub._room(room).nodes[self] = None
+
     def unsubscribe_nowait(self, room: str) -> None:
         found = self.hub._rooms.get(room)
         if found is None:
@@ -140,8 +143,8 @@ class MemoryAdapter(Adapter):
     async def signal(self, signal: Signal, *, node: str | None = None) -> int:
         return self._signal(signal, node)
 
-    def signal_nowait(self, signal: Signal, *, node: str) -> None:
-        self._signal(signal, node)
+    def signal_nowait(self, signal: Signal, *, node: str) -> bool:
+        return self._signal(signal, node) == 1
 
     def _signal(self, signal: Signal, node: str | None) -> int:
         if node is not None:

@@ -14,23 +14,20 @@ import inspect
 import logging
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-import attrs
 import trio
 from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
 
+from ..adapters import Adapter, Member, MemoryAdapter, Published
 from ..codes import CloseCode
 from ..errors import (
-    CallTimeout,
-    ConnectionClosed,
     Forbidden,
     HandshakeRejected,
     InternalError,
-    LocalProtocolError,
     RequestError,
     ResumeFailed,
     TooManyRooms,
@@ -40,9 +37,6 @@ from ..errors import (
 )
 from ..protocol import (
     Emit,
-    ErrorReply,
-    Event,
-    Gap,
     Join,
     JsonCodec,
     Leave,
@@ -52,20 +46,18 @@ from ..protocol import (
     Publish,
     Resume,
     Role,
-    RoomEvent,
     WelcomeOptions,
     check_name,
     codec_for_subprotocol,
     select_subprotocol,
 )
-from ..protocol.wsframe import server_frame
 from .config import ServerConfig
 from .connection import Connection, Disconnect
 from .handlers import Handler, make_handler
 from .http import HandshakeRequest, accept_upgrade, plain_answer, read_request, send_response
 from .logs import LogBudget, quote
 from .outbox import Delivery
-from .rooms import RoomRegistry
+from .router import CallResults, Router
 
 __all__ = ["CallResults", "EventBus"]
 
@@ -74,8 +66,6 @@ logger = logging.getLogger("eventbus.server")
 F = TypeVar("F", bound=Callable[..., Any])
 # An unmasked ping with an empty payload: the same two bytes for everyone.
 _PING_FRAME = b"\x89\x00"
-# The target of an emit or call to a session id this node does not have.
-_NOBODY = object()
 # accept() failures that mean "no capacity now" (trio.serve_listeners' list), and
 # how long to wait before trying again.
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
@@ -89,30 +79,21 @@ RoomHook = Callable[[Connection, str], Any]
 PublishHook = Callable[[Connection, str, str], Any]
 
 
-@attrs.frozen
-class CallResults:
-    """What :meth:`EventBus.call` collected, by session id.
-
-    Attributes:
-        answers: The ack data of every client that answered.
-        errors: The error of every client that answered with one, or closed.
-        timed_out: The clients that did not answer in time.
-    """
-
-    answers: Mapping[str, Any]
-    errors: Mapping[str, Exception]
-    timed_out: Sequence[str]
-
-
 class EventBus:
     """An event bus: register handlers and hooks, then :meth:`serve`.
 
     Args:
         config: A complete :class:`ServerConfig`; or give its fields as keyword
             arguments instead (``EventBus(open_rooms=True, ping_interval=10)``).
+        adapter: How this bus reaches its other nodes; by default a
+            :class:`~eventbus.adapters.MemoryAdapter` of its own (one node, no
+            external service).
     """
 
-    def __init__(self, config: ServerConfig | None = None, **settings: Any) -> None:
+    def __init__(
+        self, config: ServerConfig | None = None, *, adapter: Adapter | None = None,
+        **settings: Any,
+    ) -> None:
         if config is not None and settings:
             raise TypeError("give either a ServerConfig or keyword settings, not both")
         self.config = config if config is not None else ServerConfig(**settings)
@@ -133,7 +114,9 @@ class EventBus:
         # Log lines clients may cause, all connections together (each has its own too).
         # (A bus is often made outside trio, so the bucket starts full at time 0.)
         self._client_log_budget = LogBudget(_CLIENT_LOG_BURST, _CLIENT_LOG_PER_SECOND, 0.0)
-        self._rooms: RoomRegistry[Connection] = RoomRegistry()
+        self.adapter: Adapter = adapter if adapter is not None else MemoryAdapter()
+        self._router = Router(self.adapter, self._connections, self._json, self._msgpack)
+        self.adapter.attach(self._router)
         self._running = 0
         self._draining = False
         self._stop: trio.Event | None = None
@@ -218,15 +201,26 @@ class EventBus:
         """The open connections of this node, by session id."""
         return self._connections
 
+    @property
+    def node_id(self) -> str:
+        """This node's id among the nodes of the bus (every sid starts with it)."""
+        return self._router.node_id
+
     def members(self, room: str) -> list[Connection]:
         """The connections of this node in a room, in the order they joined."""
-        found = self._rooms.get(room)
+        found = self._router.rooms.get(room)
         return list(found.members) if found is not None else []
 
+    async def all_members(self, room: str) -> list[Member]:
+        """Every connection in a room, on every node (with the Redis adapter,
+        members of a node that died disappear within its liveness bound)."""
+        return await self._router.members(room)
+
     def position(self, room: str) -> Position | None:
-        """A room's current position, or ``None`` if the room has no members."""
-        found = self._rooms.get(room)
-        return Position(found.epoch, found.seq) if found is not None else None
+        """The last position of a room this node has seen, or ``None`` if it has no
+        members here (ask the adapter for the authoritative one)."""
+        found = self._router.rooms.get(room)
+        return found.position if found is not None else None
 
     @property
     def draining(self) -> bool:
@@ -237,7 +231,7 @@ class EventBus:
         """Counters for monitoring."""
         return {
             "connections": len(self._connections),
-            "rooms": len(self._rooms),
+            "rooms": len(self._router.rooms),
             "running_handlers": self._running,
         }
 
@@ -284,26 +278,48 @@ class EventBus:
                 return 0
             target.emit(event, data, delivery=policy, key=key)
             return 1
-        if target is _NOBODY:
-            return 0
         if target is None:
-            return self._fan_out(Event(event, data), self._connections.values(), skip,
-                                 policy, None, key)
-        assert isinstance(target, str)
+            if to_sid is not None:
+                if skip is not None and skip.sid == to_sid:
+                    return 0
+                return int(self._router.emit_to_sid(to_sid, event, data, policy, key))
+            return self._router.emit_all(event, data, skip, policy, key)
         check_name(target, "room", self.config.max_name, reserved_ok=True)
-        sent, _ = self._publish(target, event, data, skip, policy, key)
-        return sent
+        return self._router.publish_nowait(
+            self._router.envelope(target, event, data, skip, policy, key))
+
+    async def publish(
+        self, room: str, event: str, data: Any = None, *, skip: Connection | None = None,
+        delivery: Delivery | str = Delivery.RELIABLE, key: str | None = None,
+    ) -> Published:
+        """Send an event to a room on every node, and wait until it is numbered.
+
+        Returns:
+            The position the message took in the room, and how many nodes had
+            members to hand it to.
+
+        Raises:
+            LocalProtocolError: the data cannot be encoded.
+            Unavailable: the adapter cannot publish now (for example Redis is down).
+        """
+        check_name(event, "event", self.config.max_name, reserved_ok=True)
+        check_name(room, "room", self.config.max_name, reserved_ok=True)
+        policy = Delivery(delivery)
+        if policy is Delivery.LATEST and key is None:
+            raise ValueError("latest delivery needs a key")
+        return await self._router.publish(
+            self._router.envelope(room, event, data, skip, policy, key))
 
     def _target(
         self, to: str | Connection | None, to_room: str | None, to_sid: str | None,
-    ) -> str | Connection | object | None:
-        """The one target named: a room name, a connection, _NOBODY (an unknown
-        sid) or None (everyone)."""
+    ) -> str | Connection | None:
+        """The one target named: a room name, a connection, or None (a sid, in
+        ``to_sid``, or everyone)."""
         named = [target for target in (to, to_room, to_sid) if target is not None]
         if len(named) > 1:
             raise TypeError("name one target: to, to_room or to_sid")
         if to_sid is not None:
-            return self._connections.get(to_sid, _NOBODY)
+            return self._connections.get(to_sid)
         if isinstance(to, Connection) or to is None:
             return to if to is not None else to_room
         if not isinstance(to, str):
@@ -318,61 +334,8 @@ class EventBus:
         check_name(room, "room", self.config.max_name, reserved_ok=True)
         if delivery is Delivery.LATEST and key is None:
             raise ValueError("latest delivery needs a key")
-        sent, _ = self._publish(room, event, data, skip, delivery, key)
-        return sent
-
-    def _publish(
-        self, name: str, event: str, data: Any, skip: Connection | None, delivery: Delivery,
-        key: str | None,
-    ) -> tuple[int, Position | None]:
-        room = self._rooms.get(name)
-        if room is None:
-            return 0, None
-        # The seq is taken only once the message encodes: data that cannot be sent
-        # must not leave a hole in the room's numbering.
-        packet = RoomEvent(name, event, data, room.epoch, room.seq + 1)
-        sent = self._fan_out(packet, room.members, skip, delivery, name, key)
-        return sent, Position(room.epoch, room.next_seq())
-
-    def _fan_out(
-        self, packet: Packet, targets: Iterable[Connection], skip: Connection | None,
-        delivery: Delivery, room: str | None, key: str | None,
-    ) -> int:
-        # msgpack first: it accepts every valid value, so a failure here is the
-        # caller's bad data and nothing has been sent yet.
-        binary_frame = server_frame(self._msgpack.encode(packet), binary=True)
-        text_frame: bytes | None = None
-        sent = 0
-        for conn in targets:
-            if conn is skip:
-                continue
-            if conn.binary:
-                conn.send_frame(binary_frame, delivery, room, key)
-            else:
-                if text_frame is None:
-                    text_frame = self._text_frame(packet)
-                conn.send_frame(text_frame, delivery, room, key)
-            sent += 1
-        return sent
-
-    def _text_frame(self, packet: Packet) -> bytes:
-        """The JSON frame of ``packet``; for data JSON cannot carry, an ERROR saying
-        so and, for a room message, a GAP for its room, so that a program knows
-        which room lost a message (PROTOCOL.md section 4.5)."""
-        try:
-            return server_frame(self._json.encode(packet), binary=False)
-        except LocalProtocolError:
-            where = f" in room {packet.room!r}" if isinstance(packet, RoomEvent) else ""
-            name = packet.event if isinstance(packet, Event | RoomEvent) else "?"
-            note = ErrorReply(
-                None, "unencodable",
-                f"event {name!r}{where} carries binary data, which JSON cannot carry;"
-                " it was not delivered to this connection (use the msgpack codec)",
-            )
-            frames = server_frame(self._json.encode(note), binary=False)
-            if isinstance(packet, RoomEvent):
-                frames += server_frame(self._json.encode(Gap(packet.room, 1)), binary=False)
-            return frames
+        return self._router.publish_nowait(
+            self._router.envelope(room, event, data, skip, delivery, key))
 
     async def call(
         self, event: str, data: Any = None, *, to: str | Connection | None = None,
@@ -401,42 +364,27 @@ class EventBus:
         Raises:
             TypeError: no target, or more than one, was named.
         """
-        target = self._target(to, to_room, to_sid)
-        answers: dict[str, Any] = {}
-        errors: dict[str, Exception] = {}
-        timed_out: list[str] = []
-        if target is None:
+        check_name(event, "event", self.config.max_name, reserved_ok=True)
+        if to_sid is None and to is None and to_room is None:
             raise TypeError("name a target: to, to_room or to_sid")
-        if target is _NOBODY:
-            assert to_sid is not None
-            errors[to_sid] = ConnectionClosed(f"no connection {to_sid} on this node")
-            return CallResults(answers, errors, timed_out)
-        targets = [target] if isinstance(target, Connection) else self.members(str(target))
-
-        async def ask(conn: Connection) -> None:
-            try:
-                answers[conn.sid] = await conn.call(event, data, timeout=timeout)
-            except CallTimeout:
-                timed_out.append(conn.sid)
-            except (RequestError, ConnectionClosed) as exc:
-                errors[conn.sid] = exc
-
-        async with trio.open_nursery() as nursery:
-            for conn in targets:
-                nursery.start_soon(ask, conn)
-        return CallResults(answers, errors, timed_out)
+        target = self._target(to, to_room, to_sid)
+        limit = self.config.call_timeout if timeout is None else timeout
+        if isinstance(target, Connection):
+            return await self._router.call(event, data, room=None, conn=target, sid=None,
+                                           timeout=limit)
+        if isinstance(target, str):
+            return await self._router.call(event, data, room=target, conn=None, sid=None,
+                                           timeout=limit)
+        return await self._router.call(event, data, room=None, conn=None, sid=to_sid,
+                                       timeout=limit)
 
     # --- room membership ------------------------------------------------------------
 
-    def _join(self, conn: Connection, room: str) -> Position:
-        found = self._rooms.join(room, conn)
-        conn.rooms.add(room)
-        return Position(found.epoch, found.seq)
+    def _join(self, conn: Connection, room: str) -> None:
+        self._router.join_nowait(conn, room)
 
     def _leave(self, conn: Connection, room: str) -> None:
-        if room in conn.rooms:
-            conn.rooms.discard(room)
-            self._rooms.leave(room, conn)
+        self._router.leave(conn, room)
 
     # --- requests from clients ------------------------------------------------------
 
@@ -452,15 +400,21 @@ class EventBus:
                 await self._handle_emit(conn, packet)
             elif isinstance(packet, Publish):
                 await self._authorize(self._authorize_publish, conn, packet.room, packet.event)
-                _, position = self._publish(packet.room, packet.event, packet.data, conn,
-                                            Delivery.RELIABLE, None)
-                conn.answer(ack_id, None if position is None else position.to_wire())
+                envelope = self._router.envelope(packet.room, packet.event, packet.data, conn,
+                                                 Delivery.RELIABLE, None)
+                if ack_id is None:
+                    self._router.publish_nowait(envelope)
+                else:
+                    published = await self._router.publish(envelope)
+                    conn.answer(ack_id, published.position.to_wire() if published.nodes
+                                else None)
             elif isinstance(packet, Join):
                 if packet.room not in conn.rooms:
                     if len(conn.rooms) >= self.config.max_rooms:
                         raise TooManyRooms(f"a connection may join {self.config.max_rooms} rooms")
                     await self._authorize(self._authorize_join, conn, packet.room)
-                conn.answer(ack_id, self._join(conn, packet.room).to_wire())
+                position = await self._router.join(conn, packet.room)
+                conn.answer(ack_id, position.to_wire())
             elif isinstance(packet, Leave):
                 self._leave(conn, packet.room)
                 conn.answer(ack_id, None)
@@ -547,8 +501,7 @@ class EventBus:
 
     def _detach(self, conn: Connection) -> None:
         # Out of every room at once, but sock.rooms still lists them for the hook.
-        for room in conn.rooms:
-            self._rooms.leave(room, conn)
+        self._router.detach(conn)
         self._connections.pop(conn.sid, None)
         disconnect = conn.disconnect
         assert disconnect is not None
@@ -787,6 +740,8 @@ class EventBus:
         self._stop = trio.Event()
         self._draining = False
         async with trio.open_nursery() as nursery:
+            await nursery.start(self.adapter.run, self._router)
+            self._router.nursery = nursery
             nursery.start_soon(self._heartbeat)
             try:
                 yield nursery

@@ -186,7 +186,7 @@ class Connection:
         self._codec = codec
         self.request = request
         self.state = state
-        self.sid = secrets.token_urlsafe(12)
+        self.sid = bus._router.new_sid()
         self.resume_token = secrets.token_urlsafe(24)
         #: Rooms this connection is a member of.
         self.rooms: set[str] = set()

@@ -1,14 +1,17 @@
-"""Who is in which room, and each room's position in its history.
+"""Who of this node's connections is in which room.
 
 Synchronous and deterministic: no I/O, no clock. Members are kept in insertion
-order, so a broadcast reaches them in the order they joined.
+order, so a broadcast reaches them in the order they joined. A room's position is
+decided by the adapter, for all nodes at once; a room here only remembers the
+last one it saw.
 """
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Iterator
 from typing import Generic, TypeVar
+
+from ..protocol import Position
 
 __all__ = ["Room", "RoomRegistry"]
 
@@ -16,27 +19,18 @@ M = TypeVar("M")
 
 
 class Room(Generic[M]):
-    """One room: its members and its position ``(epoch, seq)``.
+    """One room's members on this node, and the last position it saw."""
 
-    The epoch is chosen when the room's history begins (when it is created); ``seq``
-    is the number of the last message sent through the room, 0 before the first.
-    """
-
-    __slots__ = ("epoch", "members", "name", "seq")
+    __slots__ = ("members", "name", "position")
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.epoch = secrets.token_urlsafe(6)
-        self.seq = 0
+        self.position: Position | None = None
         # A dict used as an ordered set: O(1) add/remove, stable fan-out order.
         self.members: dict[M, None] = {}
 
-    def next_seq(self) -> int:
-        self.seq += 1
-        return self.seq
-
     def __repr__(self) -> str:
-        return f"<Room {self.name!r} {len(self.members)} members at {self.epoch}:{self.seq}>"
+        return f"<Room {self.name!r} {len(self.members)} members at {self.position}>"
 
 
 class RoomRegistry(Generic[M]):
