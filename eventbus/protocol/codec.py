@@ -206,6 +206,7 @@ class JsonCodec(Codec):
         return self._encoder.encode(wire).encode("utf-8")
 
     def decode(self, message: str | bytes) -> Packet:
+        self._parser.elements = 0  # a message that fails before parsing held none
         wire = self._load(message)
         # A \u escape is the only way a lone surrogate can reach a decoded string.
         assert isinstance(message, str)
@@ -299,6 +300,7 @@ class MsgpackCodec(Codec):
         return packed
 
     def decode(self, message: str | bytes) -> Packet:
+        self._parser.elements = 0  # a message that fails before parsing held none
         return self._parser.parse(self._load(message))
 
     def _count(self, container: Any) -> Any:

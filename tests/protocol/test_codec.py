@@ -409,3 +409,14 @@ def test_repr_and_wrong_frame_types(packet: Packet) -> None:
         with pytest.raises(RemoteProtocolError) as info:
             codec.decode(wrong)
         assert info.value.code == ErrorCode.WRONG_FRAME_TYPE
+
+
+@pytest.mark.parametrize("codec", [JsonCodec(Role.SERVER), MsgpackCodec(Role.SERVER)])
+def test_a_message_that_fails_to_load_counts_no_values(codec: Any) -> None:
+    # The count is what the rate limit charges: it must not be the previous packet's.
+    big = [1, "e", list(range(500))]
+    codec.decode(json.dumps(big) if not codec.binary else msgpack.packb(big))
+    assert codec.elements == 501
+    with pytest.raises(RemoteProtocolError):
+        codec.decode("[1," if not codec.binary else b"\xc1")
+    assert codec.elements == 0
