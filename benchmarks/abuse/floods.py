@@ -117,7 +117,7 @@ def run_flood(port: int, deadline: float, subprotocol: str,
     """Send ``chunks(key)`` on one connection after another until ``deadline``."""
     stats: dict[str, Any] = {"connections": 0, "refused": collections.Counter(),
                              "closes": collections.Counter(), "bytes_sent": 0, "units": 0,
-                             "bytes_received": 0}
+                             "bytes_received": 0, "connected_at": []}
     while time.monotonic() < deadline:
         try:
             abuser = Abuser(port, subprotocol)
@@ -126,6 +126,7 @@ def run_flood(port: int, deadline: float, subprotocol: str,
             time.sleep(0.05)
             continue
         stats["connections"] += 1
+        stats["connected_at"].append(time.monotonic())
         try:
             for data, units in chunks(abuser.key):
                 if abuser.ended.is_set() or time.monotonic() >= deadline:

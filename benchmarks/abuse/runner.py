@@ -63,7 +63,6 @@ LOG_WARN_BYTES_PER_S = 64 * 1024
 # --- the method -----------------------------------------------------------------------
 
 BYSTANDER_RATE = 50.0  # echo requests per second (the default rate limit is 100)
-WARMUP_S = 0.5  # of bystander traffic before its idle phase is measured
 SAMPLE_S = 0.02
 NEWCOMER_FIRST_S = 0.5  # after the flood starts
 NEWCOMER_EVERY_S = 1.0
@@ -75,8 +74,10 @@ RSS_CAP = 3 * 1024**3
 #: The machine counts as quiet below this many busy cores (it may be shared).
 QUIET = 0.15
 LOG_CAP = 1024**3
-FULL = {"flood_s": 10.0, "idle_s": 3.0, "tail_s": 1.0}
-QUICK = {"flood_s": 1.0, "idle_s": 0.7, "tail_s": 0.2}
+# Seconds of each phase: the bystander's warm-up (not measured), its idle phase,
+# the flood, and the tail after it.
+FULL = {"warmup_s": 0.5, "idle_s": 3.0, "flood_s": 10.0, "tail_s": 1.0}
+QUICK = {"warmup_s": 0.2, "idle_s": 0.5, "flood_s": 1.0, "tail_s": 0.1}
 
 SCENARIOS: dict[str, str] = {
     "json-empty-arrays": "JSON EMIT of 900 KB of empty arrays to a handler that sleeps 1 s",
@@ -349,7 +350,7 @@ class Scenario:
             assert watcher.stdin is not None
             ready = watcher.stdout.readline()
             record["welcome_options"] = json.loads(ready.partition(" ")[2] or "{}")
-            time.sleep(WARMUP_S)
+            time.sleep(phases["warmup_s"])
             idle_start = time.monotonic()
             busy = machine_busy()
             time.sleep(phases["idle_s"])
@@ -377,6 +378,9 @@ class Scenario:
             watcher.wait(10)
             flood_start = flood.get("started", idle_end)
             flood_end = flood.get("ended", time.monotonic())
+            if "connected_at" in flood:  # as seconds since the flood began
+                flood["connected_at"] = [round(at - flood_start, 3)
+                                         for at in flood["connected_at"]]
             record.update({
                 "abuser": flood,
                 "flood_elapsed_s": flood_end - flood_start,
