@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -72,33 +73,51 @@ async def http_get(base: str, path: str) -> tuple[int, int]:
     return int(head.split()[1]), len(body)
 
 
+async def cancel_on_ctrl_c(
+    scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Cancel ``scope`` at Ctrl-C (SIGINT). Received here, Ctrl-C stops the example by
+    cancellation, at each task's next checkpoint, rather than as a KeyboardInterrupt
+    raised wherever the code happens to be (in the middle of a print, say)."""
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        task_status.started()
+        async for _ in signals:
+            scope.cancel()
+
+
 async def main(http_port: int, bus_port: int, duration: float | None, demo: bool,
-               bot: bool) -> None:
+               bot: bool) -> bool:
+    """Run the example until --duration, the demo's end or Ctrl-C; returns whether
+    Ctrl-C stopped it."""
     bot_stats: Counter[str] = Counter()
     visitor: Counter[str] = Counter()
-    async with trio.open_nursery() as nursery:
-        # The page server first: the bus must know the page's origin to allow it.
-        site = StaticSite("")
-        http_listeners = await trio.open_tcp_listeners(http_port, host=HOST)
-        http_port = http_listeners[0].socket.getsockname()[1]
-        origins = [f"http://{HOST}:{http_port}", f"http://localhost:{http_port}"]
-        bus = make_bus(allowed_origins=origins)
-        listeners = await nursery.start(bus.serve, HOST, bus_port)
-        bus_url = f"ws://{HOST}:{listeners[0].socket.getsockname()[1]}/"
-        site.bus_url = bus_url
-        nursery.start_soon(trio.serve_listeners, site.handle, http_listeners)
-        page_url = f"http://{HOST}:{http_port}/"
-        print(f"chat: bus on {bus_url}", flush=True)
-        print(f"chat: open {page_url} in a browser", flush=True)
-        with trio.move_on_after(duration if duration is not None else float("inf")):
-            async with trio.open_nursery() as clients:
-                if bot:
-                    await clients.start(lambda task_status: run_bot(
-                        bus_url, stats=bot_stats, task_status=task_status))
-                if demo:
-                    await visit(bus_url, page_url, visitor)
-                    clients.cancel_scope.cancel()
-        nursery.cancel_scope.cancel()
+    site = StaticSite("")
+    with trio.CancelScope() as ctrl_c:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(cancel_on_ctrl_c, ctrl_c)
+            # The page server first: the bus must know the page's origin to allow it.
+            http_listeners = await trio.open_tcp_listeners(http_port, host=HOST)
+            http_port = http_listeners[0].socket.getsockname()[1]
+            origins = [f"http://{HOST}:{http_port}", f"http://localhost:{http_port}"]
+            bus = make_bus(allowed_origins=origins)
+            listeners = await nursery.start(bus.serve, HOST, bus_port)
+            bus_url = f"ws://{HOST}:{listeners[0].socket.getsockname()[1]}/"
+            site.bus_url = bus_url
+            nursery.start_soon(trio.serve_listeners, site.handle, http_listeners)
+            page_url = f"http://{HOST}:{http_port}/"
+            print(f"chat: bus on {bus_url}", flush=True)
+            print(f"chat: open {page_url} in a browser", flush=True)
+            with trio.move_on_after(duration if duration is not None else float("inf")):
+                async with trio.open_nursery() as clients:
+                    if bot:
+                        await clients.start(lambda task_status: run_bot(
+                            bus_url, stats=bot_stats, task_status=task_status))
+                    if demo:
+                        await visit(bus_url, page_url, visitor)
+                        clients.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
+    if ctrl_c.cancelled_caught:
+        print("\ninterrupted")
     print("\nsummary")
     print(f"page server: {site.requests} requests")
     if bot:
@@ -107,6 +126,7 @@ async def main(http_port: int, bus_port: int, duration: float | None, demo: bool
     if demo:
         print(f"visitor: {visitor['pages']} pages fetched, {visitor['acks']} messages acked, "
               f"{visitor['bot replies']} bot replies received")
+    return ctrl_c.cancelled_caught
 
 
 def parse_args() -> argparse.Namespace:
@@ -127,6 +147,9 @@ if __name__ == "__main__":
     logging.basicConfig(format="(log) %(name)s %(levelname)s: %(message)s")
     args = parse_args()
     try:
-        trio.run(main, args.http_port, args.bus_port, args.duration, args.demo, args.bot)
-    except KeyboardInterrupt:
-        print("interrupted")
+        interrupted = trio.run(main, args.http_port, args.bus_port, args.duration, args.demo,
+                               args.bot)
+    except* KeyboardInterrupt:  # Ctrl-C before main listens for it, or again as it stops
+        interrupted = True
+    # 130 (128 + SIGINT) is what a shell reports for a program that Ctrl-C ended.
+    sys.exit(130 if interrupted else 0)

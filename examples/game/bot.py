@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import signal
 import sys
 from pathlib import Path
 
@@ -72,14 +73,35 @@ async def run_bot(url: str, stats: BotStats, reaction: float = 0.1) -> None:
             stats.inputs += 1
 
 
-async def main(url: str) -> None:
+async def cancel_on_ctrl_c(
+    scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Cancel ``scope`` at Ctrl-C (SIGINT). Received here, Ctrl-C stops the example by
+    cancellation, at each task's next checkpoint, rather than as a KeyboardInterrupt
+    raised wherever the code happens to be (in the middle of a print, say)."""
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        task_status.started()
+        async for _ in signals:
+            scope.cancel()
+
+
+async def main(url: str) -> bool:
+    """Play until Ctrl-C, then print what happened; returns whether Ctrl-C stopped it."""
     stats = BotStats("bot")
-    try:
-        await run_bot(url, stats)
-    finally:
-        print(stats)
+    with trio.CancelScope() as ctrl_c:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(cancel_on_ctrl_c, ctrl_c)
+            await run_bot(url, stats)
+            nursery.cancel_scope.cancel()
+    print(stats)
+    return ctrl_c.cancelled_caught
 
 
 if __name__ == "__main__":
     logging.basicConfig(format="(log) %(name)s %(levelname)s: %(message)s")
-    trio.run(main, sys.argv[1] if len(sys.argv) > 1 else "ws://127.0.0.1:8766/")
+    try:
+        interrupted = trio.run(main, sys.argv[1] if len(sys.argv) > 1 else "ws://127.0.0.1:8766/")
+    except* KeyboardInterrupt:  # Ctrl-C before main listens for it, or again as it stops
+        interrupted = True
+    # 130 (128 + SIGINT) is what a shell reports for a program that Ctrl-C ended.
+    sys.exit(130 if interrupted else 0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import random
+import signal
 import sys
 from collections import Counter
 
@@ -62,10 +63,33 @@ async def run_publisher(url: str, stats: Counter[str], interval: float = 0.05) -
             await trio.sleep(interval)
 
 
-async def main(url: str) -> None:
-    await run_publisher(url, Counter())
+async def cancel_on_ctrl_c(
+    scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Cancel ``scope`` at Ctrl-C (SIGINT). Received here, Ctrl-C stops the example by
+    cancellation, at each task's next checkpoint, rather than as a KeyboardInterrupt
+    raised wherever the code happens to be (in the middle of a print, say)."""
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        task_status.started()
+        async for _ in signals:
+            scope.cancel()
+
+
+async def main(url: str) -> bool:
+    """Run the publisher until Ctrl-C; returns whether Ctrl-C stopped it."""
+    with trio.CancelScope() as ctrl_c:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(cancel_on_ctrl_c, ctrl_c)
+            await run_publisher(url, Counter())
+            nursery.cancel_scope.cancel()
+    return ctrl_c.cancelled_caught
 
 
 if __name__ == "__main__":
     logging.basicConfig(format="(log) %(name)s %(levelname)s: %(message)s")
-    trio.run(main, sys.argv[1] if len(sys.argv) > 1 else "ws://127.0.0.1:8765/")
+    try:
+        interrupted = trio.run(main, sys.argv[1] if len(sys.argv) > 1 else "ws://127.0.0.1:8765/")
+    except* KeyboardInterrupt:  # Ctrl-C before main listens for it, or again as it stops
+        interrupted = True
+    # 130 (128 + SIGINT) is what a shell reports for a program that Ctrl-C ended.
+    sys.exit(130 if interrupted else 0)

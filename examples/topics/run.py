@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 from collections import Counter
 from pathlib import Path
@@ -54,22 +55,39 @@ async def run_bus(
         await trio.sleep(0.2)  # down for a moment: the services must wait and retry
 
 
-async def main(port: int, duration: float | None, restart_after: float | None) -> None:
+async def cancel_on_ctrl_c(
+    scope: trio.CancelScope, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Cancel ``scope`` at Ctrl-C (SIGINT). Received here, Ctrl-C stops the example by
+    cancellation, at each task's next checkpoint, rather than as a KeyboardInterrupt
+    raised wherever the code happens to be (in the middle of a print, say)."""
+    with trio.open_signal_receiver(signal.SIGINT) as signals:
+        task_status.started()
+        async for _ in signals:
+            scope.cancel()
+
+
+async def main(port: int, duration: float | None, restart_after: float | None) -> bool:
+    """Run the example until --duration or Ctrl-C; returns whether Ctrl-C stopped it."""
     bus = make_bus()
     publisher: Counter[str] = Counter()
     subscribers = {"subscriber-1": Counter[str](), "subscriber-2": Counter[str]()}
-    async with trio.open_nursery() as nursery:
-        port = await nursery.start(run_bus, bus, port, restart_after)
-        url = f"ws://{HOST}:{port}/"
-        print(f"bus: listening on {url}", flush=True)
-        with trio.move_on_after(duration if duration is not None else float("inf")):
-            async with trio.open_nursery() as services:
-                for name, stats in subscribers.items():
-                    services.start_soon(run_subscriber, name, url, stats)
-                await trio.sleep(0.3)  # let the subscribers subscribe first
-                services.start_soon(run_publisher, url, publisher)
-        # The services have closed their connections; now stop the bus.
-        nursery.cancel_scope.cancel()
+    with trio.CancelScope() as ctrl_c:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(cancel_on_ctrl_c, ctrl_c)
+            port = await nursery.start(run_bus, bus, port, restart_after)
+            url = f"ws://{HOST}:{port}/"
+            print(f"bus: listening on {url}", flush=True)
+            with trio.move_on_after(duration if duration is not None else float("inf")):
+                async with trio.open_nursery() as services:
+                    for name, stats in subscribers.items():
+                        services.start_soon(run_subscriber, name, url, stats)
+                    await trio.sleep(0.3)  # let the subscribers subscribe first
+                    services.start_soon(run_publisher, url, publisher)
+            # The services have closed their connections; now stop the bus.
+            nursery.cancel_scope.cancel()
+    if ctrl_c.cancelled_caught:
+        print("\ninterrupted")
     print("\nsummary")
     print(f"publisher: {publisher['price acks']} price acks ({publisher['price deliveries']} "
           f"deliveries), {publisher['news acks']} news acks, {publisher['failed']} failed "
@@ -77,6 +95,7 @@ async def main(port: int, duration: float | None, restart_after: float | None) -
     for name, stats in subscribers.items():
         print(f"{name}: {stats['prices']} prices, {stats['news']} news, "
               f"{stats['reconnects']} reconnects")
+    return ctrl_c.cancelled_caught
 
 
 def parse_args() -> argparse.Namespace:
@@ -96,6 +115,8 @@ if __name__ == "__main__":
     logging.basicConfig(format="(log) %(name)s %(levelname)s: %(message)s")
     args = parse_args()
     try:
-        trio.run(main, args.port, args.duration, args.restart_after)
-    except KeyboardInterrupt:
-        print("interrupted")
+        interrupted = trio.run(main, args.port, args.duration, args.restart_after)
+    except* KeyboardInterrupt:  # Ctrl-C before main listens for it, or again as it stops
+        interrupted = True
+    # 130 (128 + SIGINT) is what a shell reports for a program that Ctrl-C ended.
+    sys.exit(130 if interrupted else 0)
