@@ -70,6 +70,10 @@ _PING_FRAME = b"\x89\x00"
 # how long to wait before trying again.
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _ACCEPT_RETRY = 0.1
+# At capacity, a handshake silent for this long gives its place to a new one; and a
+# refusal waits at most this long to read the request and to send its 503.
+_STALLED_HANDSHAKE = 0.5
+_BUSY_READ = 0.05
 # Log lines that all clients together may cause: a burst, then a line a second.
 _CLIENT_LOG_BURST = 100.0
 _CLIENT_LOG_PER_SECOND = 1.0
@@ -110,6 +114,8 @@ class EventBus:
         self._authorize_publish: PublishHook | None = None
         self._connections: dict[str, Connection] = {}
         self._handshakes = 0
+        # Handshakes still waiting for their request head, oldest first.
+        self._unread: dict[trio.CancelScope, float] = {}
         self._busy_logged = False
         # Log lines clients may cause, all connections together (each has its own too).
         # (A bus is often made outside trio, so the bucket starts full at time 0.)
@@ -505,7 +511,7 @@ class EventBus:
         self._connections.pop(conn.sid, None)
         disconnect = conn.disconnect
         assert disconnect is not None
-        if disconnect.by_server:
+        if disconnect.by_server and self._may_log():
             logger.info("connection %s closed by the server: %d %s", conn.sid,
                         disconnect.code, disconnect.reason)
         else:
@@ -528,7 +534,7 @@ class EventBus:
         with one end of an in-memory stream pair.
         """
         try:
-            if len(self._connections) + self._handshakes >= self.max_connections:
+            if self._open_count() >= self.max_connections and not self._evict_stalled():
                 await self._refuse_busy(stream)
                 return
             self._handshakes += 1
@@ -551,17 +557,48 @@ class EventBus:
             return self.config.max_connections
         return _descriptor_capacity()
 
+    def _may_log(self) -> bool:
+        """Whether a line about a client may be logged now: clients that connect
+        only to be refused or closed, over and over, must not flood the log."""
+        budget = self._client_log_budget
+        if not budget.allow(trio.current_time()):
+            return False
+        if budget.suppressed:
+            logger.info("%d log lines caused by clients were suppressed", budget.suppressed)
+            budget.suppressed = 0
+        return True
+
+    def _open_count(self) -> int:
+        return len(self._connections) + self._handshakes
+
+    def _evict_stalled(self) -> bool:
+        """At capacity, make room by dropping the oldest handshake that has not sent
+        its request within ``_STALLED_HANDSHAKE`` (a silent socket, as in a slowloris
+        attack), so that silent sockets cannot keep new clients out for
+        ``handshake_timeout``. Whether one was dropped."""
+        now = trio.current_time()
+        for scope, started in self._unread.items():
+            if now - started >= _STALLED_HANDSHAKE:
+                del self._unread[scope]
+                scope.cancel()
+                return True
+            break  # the oldest is recent: so are the others
+        return False
+
     async def _refuse_busy(self, stream: trio.abc.Stream) -> None:
-        # Read the request first (briefly): closing a socket with unread input
-        # resets it, and the client would see a reset instead of the 503.
         if not self._busy_logged:
             logger.warning("at max_connections (%d): new connections are answered 503",
                            self.max_connections)
             self._busy_logged = True
-        with trio.move_on_after(min(1.0, self.config.handshake_timeout)):
-            with contextlib.suppress(HandshakeRejected, trio.BrokenResourceError,
-                                     trio.ClosedResourceError, OSError):
+        # Answered at once, so that a refusal holds its descriptor for moments only;
+        # the request is read first when it is already there, since closing a socket
+        # with unread input resets it and the client would not see the 503.
+        exchange = None
+        with contextlib.suppress(HandshakeRejected, trio.BrokenResourceError,
+                                 trio.ClosedResourceError, OSError):
+            with trio.move_on_after(_BUSY_READ):
                 exchange = await read_request(stream)
+            with trio.move_on_after(_BUSY_READ):
                 await send_response(stream, exchange, 503, b"too many connections\n",
                                     extra=[("retry-after", "1")])
         await trio.aclose_forcefully(stream)
@@ -571,7 +608,14 @@ class EventBus:
         exchange = None
         with trio.move_on_after(self.config.handshake_timeout):
             try:
-                exchange = await read_request(stream)
+                with trio.CancelScope() as reading:
+                    self._unread[reading] = trio.current_time()
+                    try:
+                        exchange = await read_request(stream)
+                    finally:
+                        self._unread.pop(reading, None)
+                if reading.cancelled_caught:
+                    exchange = None  # evicted to make room (see _evict_stalled)
                 if exchange is None:
                     await trio.aclose_forcefully(stream)
                     return None
@@ -614,8 +658,9 @@ class EventBus:
                     raise HandshakeRejected(status, str(exc), headers=extra) from None
                 await stream.send_all(response)
             except HandshakeRejected as exc:
-                logger.info("handshake from %s refused: %d %s", _peer(remote), exc.status,
-                            quote(exc.message))
+                if self._may_log():
+                    logger.info("handshake from %s refused: %d %s", _peer(remote),
+                                exc.status, quote(exc.message))
                 body = (exc.message or "rejected").encode() + b"\n"
                 await send_response(stream, exchange, exc.status, body, extra=exc.headers)
                 await stream.aclose()
@@ -723,8 +768,8 @@ class EventBus:
             if exhausted:
                 logger.warning("accepting connections again (%d open)", len(self._connections))
                 exhausted = False
-            if self._busy_logged and len(self._connections) < self.max_connections:
-                self._busy_logged = False
+            if self._busy_logged and self._open_count() < 0.9 * self.max_connections:
+                self._busy_logged = False  # the episode is over: say so again next time
             connections.start_soon(self.handle_stream, stream)
 
     @asynccontextmanager

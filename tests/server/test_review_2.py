@@ -241,3 +241,22 @@ async def test_connections_are_logged_without_their_resume_token(
     assert "refused: 403" in text
     assert token
     assert token not in text
+
+
+async def test_at_capacity_silent_sockets_give_way_to_a_new_client() -> None:
+    # Slowloris: sockets that never send a request used to hold every place for
+    # handshake_timeout, so that no new client could get in.
+    bus = open_bus(max_connections=2, handshake_timeout=30)
+    with trio.fail_after(10):
+        async with serving(bus) as port:
+            silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
+            try:
+                await trio.sleep(0.6)  # longer than a stalled handshake may wait
+                async with raw_client(port) as client:
+                    await client.send(Emit("echo", "in", 1))
+                    assert await client.recv() == Ack(1, "in")
+                # The evicted socket was closed by the server.
+                assert await silent[0].receive_some(100) == b""
+            finally:
+                for stream in silent:
+                    await stream.aclose()
