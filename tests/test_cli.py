@@ -159,6 +159,45 @@ async def test_runtime_failures_exit_1_with_a_message(capsys: pytest.CaptureFixt
 
 
 @pytest.mark.parametrize(
+    ("argv", "printed"),
+    [
+        (["listen", "{url}/", "news"], "eventbus listen: joined news"),
+        # Interrupted while a request waits for its answer.
+        (["call", "{url}", "never", "null", "--timeout", "60"], None),
+    ],
+    ids=["listen", "call"],
+)
+async def test_ctrl_c_stops_a_client_tool_with_130(argv: list[str], printed: str | None) -> None:
+    bus = make_bus()
+    calls = trio.Event()
+
+    @bus.on("never", concurrency=4)
+    async def never(sock: Connection, data: Any) -> None:
+        calls.set()
+        await trio.sleep_forever()
+
+    with trio.fail_after(20):
+        async with serving(bus) as url:
+            process = await trio.lowlevel.open_process(
+                [sys.executable, "-m", "eventbus", *(arg.format(url=url) for arg in argv)],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            )
+            try:
+                assert process.stderr is not None
+                err = Lines(process.stderr)
+                if printed is not None:
+                    assert await err.next() == printed
+                else:
+                    await calls.wait()
+                process.send_signal(signal.SIGINT)
+                assert await process.wait() == 130
+                assert await rest_of(err) == ""
+            finally:
+                process.kill()
+                await process.wait()
+
+
+@pytest.mark.parametrize(
     ("argv", "message"),
     [
         (["publish", "ws://h/", "r", "e", "{bad"], "argument JSON_DATA: not valid JSON"),
