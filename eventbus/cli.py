@@ -69,6 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--log-level", default="info",
                        choices=["debug", "info", "warning", "error"],
                        help="least severe messages logged (default: %(default)s)")
+    serve.add_argument("--redis", metavar="URL",
+                       help="join the other nodes of the bus through this Redis server, "
+                       "e.g. redis://127.0.0.1:6379/0 (default: none, one node alone)")
+    serve.add_argument("--redis-prefix", default="eventbus", metavar="PREFIX",
+                       help="prefix of the Redis keys and channels, so that several buses "
+                       "can share one Redis (default: %(default)s)")
+    serve.add_argument("--workers", type=int, default=1, metavar="N",
+                       help="run N processes on the same port, joined through --redis, "
+                       "to use N cores (default: %(default)s)")
+    # A worker of --workers: listen with SO_REUSEPORT beside the others.
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
     _add_client_commands(commands)
     return parser
@@ -169,6 +180,8 @@ def _serve(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if args.workers != 1:
+        return _serve_workers(args)
     if args.app is None:
         from .demo import make_demo_bus
 
@@ -184,6 +197,18 @@ def _serve(args: argparse.Namespace) -> int:
                 traceback.print_exception(exc.__cause__)
             print(f"eventbus serve: {exc}", file=sys.stderr)
             return 2
+    if args.redis is not None:
+        try:
+            from .adapters.redis import RedisAdapter
+        except ImportError:
+            print("eventbus serve: --redis needs the redis extra: "
+                  "pip install 'eventbus[redis]'", file=sys.stderr)
+            return 2
+        try:
+            bus.use_adapter(RedisAdapter(args.redis, prefix=args.redis_prefix))
+        except ValueError as exc:
+            print(f"eventbus serve: --redis: {exc}", file=sys.stderr)
+            return 2
     context = None
     if args.certfile:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -195,7 +220,7 @@ def _serve(args: argparse.Namespace) -> int:
         # trio's nurseries wrap what they raise in exception groups: take out a lone
         # exception, so that the one we expect can be caught (any other group stays).
         with collapse_groups():
-            stopped_by = trio.run(_run, bus, args.host, args.port, context)
+            stopped_by = trio.run(_run, bus, args.host, args.port, context, args.reuse_port)
     except _CannotListen as exc:
         print(f"eventbus serve: {exc}", file=sys.stderr)
         return 1
@@ -204,15 +229,44 @@ def _serve(args: argparse.Namespace) -> int:
     return 130 if stopped_by == signal.SIGINT else 0
 
 
+def _serve_workers(args: argparse.Namespace) -> int:
+    """``--workers N``: supervise N worker processes (see eventbus.workers)."""
+    if args.workers < 1:
+        print("eventbus serve: --workers must be at least 1", file=sys.stderr)
+        return 2
+    if args.redis is None:
+        print("eventbus serve: --workers above 1 needs --redis: the workers are separate "
+              "processes, and share rooms only through Redis", file=sys.stderr)
+        return 2
+    if args.port == 0:
+        print("eventbus serve: --workers needs a fixed --port (with 0, each worker would "
+              "listen on a port of its own)", file=sys.stderr)
+        return 2
+    from .workers import supervise
+
+    argv = [*([args.app] if args.app else []), "--host", args.host, "--port", str(args.port),
+            "--log-level", args.log_level, "--redis", args.redis,
+            "--redis-prefix", args.redis_prefix, "--reuse-port"]
+    if args.certfile:
+        argv += ["--certfile", args.certfile]
+    if args.keyfile:
+        argv += ["--keyfile", args.keyfile]
+    logger.info("starting %d workers on port %d, joined through %s", args.workers, args.port,
+                args.redis)
+    return trio.run(supervise, args.workers, argv)
+
+
 async def _run(
-    bus: EventBus, host: str, port: int, context: ssl.SSLContext | None
+    bus: EventBus, host: str, port: int, context: ssl.SSLContext | None,
+    reuse_port: bool = False,
 ) -> signal.Signals | None:
     """Serve until a graceful shutdown ends; returns the signal that asked for it."""
     stopped_by: signal.Signals | None = None
     async with trio.open_nursery() as nursery:
 
         async def serve(task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]]) -> None:
-            await bus.serve(host, port, ssl_context=context, task_status=task_status)
+            await bus.serve(host, port, ssl_context=context, reuse_port=reuse_port,
+                            task_status=task_status)
             nursery.cancel_scope.cancel()  # a graceful shutdown has finished
 
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

@@ -207,6 +207,19 @@ class EventBus:
         """The open connections of this node, by session id."""
         return self._connections
 
+    def use_adapter(self, adapter: Adapter) -> None:
+        """Reach the other nodes through ``adapter`` from now on (what
+        ``eventbus serve --redis`` does with an app's bus). Only before the bus runs.
+
+        Raises:
+            RuntimeError: the bus is running, or has connections or rooms.
+        """
+        if self._stop is not None or self._connections or len(self._router.rooms):
+            raise RuntimeError("use_adapter() must be called before the bus runs")
+        self.adapter = adapter
+        self._router.adapter = adapter
+        adapter.attach(self._router)
+
     @property
     def node_id(self) -> str:
         """This node's id among the nodes of the bus (every sid starts with it)."""
@@ -704,19 +717,23 @@ class EventBus:
 
     async def serve(
         self, host: str = "127.0.0.1", port: int = 8765, *,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | None = None, reuse_port: bool = False,
         task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Listen on ``host:port`` (``port=0`` picks a free one) until :meth:`shutdown`.
 
         With ``ssl_context`` the server speaks ``wss://`` (its frames then go
-        through TLS without the direct-write fast path). Use with
+        through TLS without the direct-write fast path). With ``reuse_port``,
+        several processes may listen on the same port (``SO_REUSEPORT``: the
+        kernel spreads new connections among them), which is how
+        ``eventbus serve --workers`` runs one bus on every core. Use with
         ``await nursery.start(bus.serve, ...)``, which returns the listeners:
         ``listeners[0].socket.getsockname()`` gives the port, or under TLS
         ``listeners[0].transport_listener.socket.getsockname()``.
         """
-        listeners: list[trio.abc.Listener[Any]] = list(
-            await trio.open_tcp_listeners(port, host=host))
+        listeners: list[trio.abc.Listener[Any]] = (
+            await _reuse_port_listeners(host, port) if reuse_port
+            else list(await trio.open_tcp_listeners(port, host=host)))
         if ssl_context is not None:
             listeners = [
                 trio.SSLListener(listener, ssl_context, https_compatible=False)
@@ -848,6 +865,28 @@ async def _maybe_await(result: Any) -> Any:
     if inspect.isawaitable(result):
         return await result
     return result
+
+
+async def _reuse_port_listeners(host: str, port: int) -> list[trio.abc.Listener[Any]]:
+    """Listeners on ``host:port`` that other processes may share (Linux, BSD)."""
+    if not hasattr(trio.socket, "SO_REUSEPORT"):  # pragma: no cover - not Linux or BSD
+        raise OSError(errno.ENOPROTOOPT, "SO_REUSEPORT is not available on this system")
+    listeners: list[trio.abc.Listener[Any]] = []
+    for family, kind, proto, _, address in await trio.socket.getaddrinfo(
+            host, port, type=trio.socket.SOCK_STREAM, flags=trio.socket.AI_PASSIVE):
+        sock = trio.socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEADDR, 1)
+            sock.setsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_REUSEPORT, 1)
+            await sock.bind(address)
+            sock.listen(4096)
+        except OSError:
+            sock.close()
+            for listener in listeners:
+                await listener.aclose()
+            raise
+        listeners.append(trio.SocketListener(sock))
+    return listeners
 
 
 def _descriptor_capacity() -> int:

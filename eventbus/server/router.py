@@ -68,9 +68,10 @@ class CallResults:
         answers: The ack data of every client that answered.
         errors: The error of every client that answered with one, or closed.
         timed_out: The clients that did not answer in time.
-        missing_nodes: The nodes that had the request but did not report their
-            members' answers in time (their members are in none of the above); by
-            node id where known, else ``"?"`` for each.
+        missing_nodes: The nodes with members in the room that did not report
+            their members' answers in time, or could not be asked (a node that died
+            is named until its liveness lapses); their members are in none of the
+            above. By node id where known, else ``"?"`` for each.
     """
 
     answers: Mapping[str, Any]
@@ -355,19 +356,21 @@ class Router:
             answers.update(result.answers)
             errors.update(result.errors)
             timed_out.extend(result.timed_out)
-        missing: list[str] = []
-        if len(pending.results) < pending.expected:
-            missing = await self._missing_nodes(room, pending)
-        return CallResults(answers, errors, timed_out, missing)
+        return CallResults(answers, errors, timed_out,
+                           await self._missing_nodes(room, pending))
 
     async def _missing_nodes(self, room: str | None, pending: _PendingCall) -> list[str]:
-        count = pending.expected - len(pending.results)
+        """The nodes that did not report: those that had the request and did not
+        answer in time, and those that presence says have members in the room but
+        did not even receive it (a node that died, until its liveness lapses)."""
+        unanswered = pending.expected - len(pending.results)
+        if room is None:
+            return ["?"] * unanswered
         known: list[str] = []
-        if room is not None:
-            with trio.move_on_after(_REPORT_GRACE):
-                nodes = {member.node for member in await self.adapter.members(room)}
-                known = sorted(nodes - pending.answered - {self._node_id})[:count]
-        return known + ["?"] * (count - len(known))
+        with trio.move_on_after(_REPORT_GRACE):
+            nodes = {member.node for member in await self.adapter.members(room)}
+            known = sorted(nodes - pending.answered - {self._node_id})
+        return known + ["?"] * max(0, unanswered - len(known))
 
     async def _answer_call(self, signal: Signal) -> None:
         call_id, event, data, timeout, sid = signal.body
