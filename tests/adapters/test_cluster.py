@@ -31,6 +31,20 @@ from .conftest import RedisServer, _free_port
 ROOT = Path(__file__).resolve().parents[2]
 
 
+async def wait_serving(port: int, process: subprocess.Popen[bytes]) -> None:
+    """Wait until the process answers /health on ``port`` (it must not end first)."""
+    with trio.fail_after(20):
+        while True:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            try:
+                status, _, _ = await http_get(port, "/health")
+            except OSError:
+                status = 0
+            if status == 200:
+                return
+            await trio.sleep(0.05)
+
+
 class Node:
     """One `eventbus serve` process."""
 
@@ -43,16 +57,7 @@ class Node:
             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
     async def wait_serving(self) -> None:
-        with trio.fail_after(20):
-            while True:
-                assert self.process.poll() is None, self.process.stderr.read()  # type: ignore[union-attr]
-                try:
-                    status, _, _ = await http_get(self.port, "/health")
-                except OSError:
-                    status = 0
-                if status == 200:
-                    return
-                await trio.sleep(0.05)
+        await wait_serving(self.port, self.process)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
         if self.process.poll() is None:

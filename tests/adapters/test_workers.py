@@ -1,0 +1,63 @@
+"""`eventbus serve --workers N --redis URL`: N processes on one port, one bus."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+
+import trio
+
+from eventbus.cli import main
+from eventbus.protocol import Publish, RoomEvent
+from tests.server.conftest import Raw, raw_client
+
+from .conftest import RedisServer, _free_port
+from .test_cluster import ROOT, join, wait_serving
+
+
+def test_workers_above_one_need_redis_and_a_fixed_port(capsys: object) -> None:
+    assert main(["serve", "--workers", "2"]) == 2
+    assert main(["serve", "--workers", "2", "--redis", "redis://127.0.0.1:1/0",
+                 "--port", "0"]) == 2
+    assert main(["serve", "--workers", "0", "--redis", "redis://127.0.0.1:1/0"]) == 2
+
+
+async def test_two_workers_on_one_port_are_one_bus(redis_server: RedisServer) -> None:
+    port = _free_port()
+    supervisor = subprocess.Popen(  # noqa: ASYNC220 - a quick fork; waits are async
+        [sys.executable, "-m", "eventbus", "serve", "--workers", "2", "--port", str(port),
+         "--redis", redis_server.url, "--redis-prefix", f"w{port}", "--log-level", "warning"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        await wait_serving(port, supervisor)
+        with trio.fail_after(30):
+            async with contextlib.AsyncExitStack() as stack:
+                # Connections spread over the workers: open some until two nodes show.
+                by_node: dict[str, Raw] = {}
+                for _ in range(20):
+                    client = await stack.enter_async_context(raw_client(port))
+                    by_node.setdefault(client.sid[:8], client)
+                    if len(by_node) == 2:
+                        break
+                assert len(by_node) == 2, "SO_REUSEPORT put 20 connections on one worker"
+                first, second = by_node.values()
+                await join(first, "r")
+                await join(second, "r")
+                await first.send(Publish("r", "hi", "across", 1))
+                while True:
+                    event = await second.recv(timeout=10)
+                    if isinstance(event, RoomEvent):
+                        assert event.data == "across"
+                        break
+        supervisor.send_signal(signal.SIGINT)
+        assert supervisor.wait(30) == 130
+        assert supervisor.stderr is not None
+        assert b"Traceback" not in supervisor.stderr.read()
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait(10)
+        if supervisor.stderr is not None:
+            supervisor.stderr.close()
