@@ -246,13 +246,18 @@ class EventBus:
         """Whether a graceful shutdown has begun."""
         return self._draining or (self._stop is not None and self._stop.is_set())
 
-    def statistics(self) -> dict[str, int]:
-        """Counters for monitoring."""
-        return {
+    def statistics(self) -> dict[str, int | str]:
+        """Counters for monitoring: this node's, and its adapter's under
+        ``adapter.`` (its state, and with Redis its reconnects and what outages
+        lost: see :mod:`eventbus.adapters.redis`)."""
+        stats: dict[str, int | str] = {
             "connections": len(self._connections),
             "rooms": len(self._router.rooms),
             "running_handlers": self._running,
         }
+        for name, value in self.adapter.statistics().items():
+            stats[f"adapter.{name}"] = value
+        return stats
 
     # --- delivery -----------------------------------------------------------------------
 
@@ -636,7 +641,7 @@ class EventBus:
                 if not exchange.is_websocket:
                     path = exchange.handshake_request(remote).path
                     status, body, kind, extra = plain_answer(
-                        method, path, len(self._connections))
+                        method, path, len(self._connections), self.adapter.state.value)
                     await send_response(stream, exchange, status, body, kind, extra)
                     await stream.aclose()
                     return None

@@ -164,7 +164,7 @@ _PLAIN_METHODS = "GET, HEAD"
 
 
 def plain_answer(
-    method: str, path: str, connections: int,
+    method: str, path: str, connections: int, adapter: str = "connected",
 ) -> tuple[int, bytes, str, list[tuple[str, str]]]:
     """Status, body, content type and extra headers for a request that is not an
     upgrade: ``/health`` and the browser client script answer GET and HEAD (405
@@ -173,7 +173,8 @@ def plain_answer(
         return (405, f"{path} answers GET and HEAD only\n".encode(),
                 "text/plain; charset=utf-8", [("allow", _PLAIN_METHODS)])
     if path == "/health":
-        body = json.dumps({"status": "ok", "connections": connections}).encode()
+        body = json.dumps(
+            {"status": "ok", "connections": connections, "adapter": adapter}).encode()
         return 200, body, "application/json", []
     if path == CLIENT_SCRIPT_PATH:
         script = resources.files("eventbus").joinpath("static/eventbus.js")

@@ -144,7 +144,7 @@ async def test_wss_health_check(server_context: ssl.SSLContext,
                     answer += chunk
             head, _, body = answer.partition(b"\r\n\r\n")
             assert head.startswith(b"HTTP/1.1 200")
-            assert json.loads(body) == {"status": "ok", "connections": 0}
+            assert json.loads(body) == {"status": "ok", "connections": 0, "adapter": "connected"}
 
 
 async def test_wss_close_by_the_application_reaches_the_client(
