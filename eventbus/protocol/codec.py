@@ -86,8 +86,15 @@ class Codec(abc.ABC):
         """How many data values the last decoded message held (its cost to check)."""
         return self._parser.elements
 
-    def encode(self, packet: Packet) -> bytes:
+    def encode(self, packet: Packet, *, checked: bool = False) -> bytes:
         """Encode a packet into the payload of one WebSocket message.
+
+        Args:
+            packet: The packet.
+            checked: The caller has already checked the packet's data against the
+                data rules (:func:`check_data`, binary allowed), as a server does
+                once for a message it delivers to many: the check is not repeated.
+                What JSON cannot carry (binary data) still fails.
 
         Raises:
             LocalProtocolError: ``unencodable`` if the packet's data breaks the data
@@ -95,8 +102,9 @@ class Codec(abc.ABC):
         """
         wire = packet.to_wire()
         try:
-            # The packet array is one level above the data it carries.
-            check_data(wire, allow_bytes=self.binary, depth=MAX_DEPTH + 1)
+            if not checked:
+                # The packet array is one level above the data it carries.
+                check_data(wire, allow_bytes=self.binary, depth=MAX_DEPTH + 1)
             return self._dump(wire)
         except (DataError, TypeError, ValueError, OverflowError) as exc:
             raise LocalProtocolError(

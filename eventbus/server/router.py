@@ -136,8 +136,10 @@ class Router:
         room.position = position
         packet = RoomEvent(envelope.room, envelope.event, envelope.data, position.epoch,
                            position.seq)
+        # The data was checked once, by the node that published it (envelope()).
         self._sent = self._fan_out(packet, room.members, envelope.sender,
-                                   Delivery(envelope.delivery), envelope.room, envelope.key)
+                                   Delivery(envelope.delivery), envelope.room, envelope.key,
+                                   checked=True)
 
     def receive_signal(self, signal: Signal) -> None:
         kind = signal.kind
@@ -223,7 +225,7 @@ class Router:
 
     def _fan_out(
         self, packet: Packet, targets: Iterable[Connection], skip: str | None,
-        delivery: Delivery, room: str | None, key: str | None,
+        delivery: Delivery, room: str | None, key: str | None, *, checked: bool = False,
     ) -> int:
         # Encoded lazily, at most once per codec, and the same bytes for everyone.
         binary_frame: bytes | None = None
@@ -234,21 +236,22 @@ class Router:
                 continue
             if conn.binary:
                 if binary_frame is None:
-                    binary_frame = server_frame(self._msgpack.encode(packet), binary=True)
+                    binary_frame = server_frame(
+                        self._msgpack.encode(packet, checked=checked), binary=True)
                 conn.send_frame(binary_frame, delivery, room, key)
             else:
                 if text_frame is None:
-                    text_frame = self._text_frame(packet)
+                    text_frame = self._text_frame(packet, checked)
                 conn.send_frame(text_frame, delivery, room, key)
             sent += 1
         return sent
 
-    def _text_frame(self, packet: Packet) -> bytes:
+    def _text_frame(self, packet: Packet, checked: bool) -> bytes:
         """The JSON frame of ``packet``; for data JSON cannot carry, an ERROR saying
         so and, for a room message, a GAP for its room, so that a program knows
         which room lost a message (PROTOCOL.md section 4.5)."""
         try:
-            return server_frame(self._json.encode(packet), binary=False)
+            return server_frame(self._json.encode(packet, checked=checked), binary=False)
         except LocalProtocolError:
             where = f" in room {packet.room!r}" if isinstance(packet, RoomEvent) else ""
             name = packet.event if isinstance(packet, Event | RoomEvent) else "?"

@@ -420,3 +420,11 @@ def test_a_message_that_fails_to_load_counts_no_values(codec: Any) -> None:
     with pytest.raises(RemoteProtocolError):
         codec.decode("[1," if not codec.binary else b"\xc1")
     assert codec.elements == 0
+
+
+def test_encode_may_skip_a_check_already_made_but_json_still_refuses_binary() -> None:
+    packet = Event("e", {"n": [1, 2]})
+    for codec in (JsonCodec(Role.SERVER), MsgpackCodec(Role.SERVER)):
+        assert codec.encode(packet, checked=True) == codec.encode(packet)
+    with pytest.raises(LocalProtocolError):
+        JsonCodec(Role.SERVER).encode(Event("e", b"\x00"), checked=True)

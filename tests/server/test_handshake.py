@@ -232,7 +232,8 @@ async def test_health_answers_200_json_with_the_connection_count() -> None:
             async with raw_client(port):
                 status, _, body = await http_get(port, "/health")
                 assert status == 200
-                assert json.loads(body) == {"status": "ok", "connections": 1, "adapter": "connected"}
+                assert json.loads(body) == {
+                    "status": "ok", "connections": 1, "adapter": "connected"}
 
 
 @pytest.mark.parametrize("path", ["/", "/bus", "/health/x", "/?x=1"])
