@@ -970,7 +970,10 @@ class RedisAdapter(Adapter):
             return
         if entry.epoch != position.epoch:
             if entry.epoch is not None:
+                # A new epoch (Redis lost the room) starts at seq 1: this node missed
+                # the ones before this message, and the end of the old one, unknown.
                 self._counters["epochs_lost"] += 1
+                self._counters["lost_received"] += position.seq - 1
             entry.epoch, entry.seq, entry.refund = position.epoch, position.seq, 0
             return
         if position.seq > entry.seq + 1:
@@ -987,8 +990,11 @@ class RedisAdapter(Adapter):
         if entry is None or entry.epoch is None:
             return
         if entry.epoch != position.epoch:
+            # The whole new epoch so far (it started at seq 1), and an unknown end of
+            # the old one.
             self._counters["epochs_lost"] += 1
-            entry.epoch, entry.seq, entry.refund = position.epoch, position.seq, 0
+            entry.epoch, entry.seq, entry.refund = position.epoch, position.seq, position.seq
+            self._counters["lost_received"] += position.seq
         elif position.seq > entry.seq:
             entry.refund = position.seq - entry.seq
             self._counters["lost_received"] += entry.refund

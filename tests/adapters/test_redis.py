@@ -289,7 +289,7 @@ async def test_a_room_is_unsubscribed_only_after_its_linger(redis_server: RedisS
             while await subscribers():  # noqa: ASYNC110 - polls Redis
                 await trio.sleep(0.01)
         assert 0.15 < trio.current_time() - start < 0.5
-        assert adapter.statistics()["rooms"] == 0
+        await until(lambda: adapter.statistics()["rooms"] == 0, timeout=1)
 
 
 # --- presence -----------------------------------------------------------------------------
@@ -494,8 +494,9 @@ async def test_a_deaf_subscription_is_found_by_its_probe_and_repaired(
             for n in range(5):
                 # Redis still counts b: the process is healthy, its subscription deaf.
                 assert (await a.publish(Envelope("r", "e", n))).nodes == 1
-            await until(lambda: b.statistics()["deaf_repairs"] == 1
-                        and b.state is AdapterState.CONNECTED, timeout=3)
+            await until(lambda: b.statistics()["resubscriptions"] == 1, timeout=3)
+            assert b.statistics()["deaf_repairs"] == 1
+            assert b.state is AdapterState.CONNECTED, "commands went on working meanwhile"
             repaired = trio.current_time() - deafened_at
             assert repaired < 0.3 + 0.3 + 0.3, "probe_interval + probe_timeout, and a margin"
             await a.publish(Envelope("r", "e", "heard"))
