@@ -184,6 +184,10 @@ class Adapter(abc.ABC):
 
         Returns:
             The room's current position, its epoch created if the room is new.
+
+        Raises:
+            eventbus.Unavailable: the adapter cannot reach the other nodes now (it
+                still subscribes once it can).
         """
 
     @abc.abstractmethod
@@ -198,7 +202,11 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     async def position(self, room: str) -> Position:
-        """The room's current position, its epoch created if the room is new."""
+        """The room's current position, its epoch created if the room is new.
+
+        Raises:
+            eventbus.Unavailable: the adapter cannot reach the other nodes now.
+        """
 
     @abc.abstractmethod
     async def publish(self, envelope: Envelope) -> Published:
@@ -228,6 +236,9 @@ class Adapter(abc.ABC):
         Returns:
             How many other nodes received it (0: no such node, or no other node
             has members).
+
+        Raises:
+            eventbus.Unavailable: as :meth:`publish`.
         """
 
     @abc.abstractmethod
@@ -237,6 +248,9 @@ class Adapter(abc.ABC):
         Returns:
             Whether the node received it, when that is known at once (the in-memory
             adapter), else ``None``.
+
+        Raises:
+            eventbus.Unavailable: as :meth:`publish_nowait`.
         """
 
     @abc.abstractmethod
@@ -249,7 +263,11 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     async def members(self, room: str) -> list[Member]:
-        """Every connection in ``room``, on every node that is alive."""
+        """Every connection in ``room``, on every node that is alive.
+
+        Raises:
+            eventbus.Unavailable: the adapter cannot reach the other nodes now.
+        """
 
     @abc.abstractmethod
     def statistics(self) -> Mapping[str, int | str]:
