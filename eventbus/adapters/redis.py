@@ -63,8 +63,9 @@ What you can rely on
   published) and, after a reconnection, the distance to the room's position, are
   counted in ``lost_received``, as are the messages dropped because this node's
   inbox (``inbox_size``, between Redis and the node) was full. When a room's epoch
-  changed meanwhile (Redis lost its data), how much was missed cannot be known:
-  ``epochs_lost`` counts those rooms.
+  changed meanwhile (Redis lost its data), the new epoch's messages this node
+  missed are counted (an epoch starts at seq 1), but not how many of the old
+  epoch's last ones it missed: ``epochs_lost`` counts those rooms.
 * **Broken and deaf subscriptions.** A subscription that breaks while commands
   still work (Redis closed it, say for its output-buffer limit) is made again at
   once (``resubscriptions``), and what this node missed meanwhile is counted; the
@@ -182,7 +183,7 @@ _LOG_EVERY = 10.0
 
 
 class _Lost(Exception):
-    """The subscription went deaf: connect again."""
+    """The connection, or its subscription, must be made again."""
 
 
 # What coredis raises when Redis cannot be reached or answered too late (and, from
@@ -684,6 +685,7 @@ class RedisAdapter(Adapter):
             client = self._client()
             async with client:
                 await client.delete([self._alive_key(node.node_id)])
+                await client.script_load(self._scripts["sync"].script)
                 await self._sync_presence(node, client, {room: set() for room in self._members})
         except _REDIS_ERRORS as exc:
             logger.debug("could not take this node out of Redis: %s", exc)
@@ -1096,8 +1098,17 @@ class RedisAdapter(Adapter):
 
     async def _liveness_loop(self, node: Node, session: _Session) -> None:
         key = self._alive_key(node.node_id)
+        touch_every = self._room_ms / 1000 / 4
+        next_touch = trio.current_time() + touch_every
         while True:
             await trio.sleep(self._refresh_interval)
+            if trio.current_time() >= next_touch:
+                # Quiet rooms keep their position and members while this node is in them.
+                next_touch += touch_every
+                async with session.client.pipeline(transaction=False) as pipe:
+                    for room in self._members:
+                        pipe.pexpire(self._key(room, "p"), self._room_ms)
+                        pipe.pexpire(self._key(room, "m"), self._room_ms)
             before = await session.client.set(key, b"1", px=self._liveness_ms, get=True)
             if before is None:
                 # Too long without a refresh: other nodes may have removed this

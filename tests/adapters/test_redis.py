@@ -371,6 +371,18 @@ async def test_a_node_whose_liveness_lapsed_writes_its_members_again(
         await until_members(adapter, "room", {"s1"}, timeout=1)
 
 
+async def test_a_quiet_room_keeps_its_position_while_a_node_has_members_in_it(
+    redis_server: RedisServer,
+) -> None:
+    adapter = RedisAdapter(redis_server.url, prefix=new_prefix(), **{**FAST, "room_ttl": 0.6})
+    async with serving(adapter) as [(_, node)]:
+        first = await adapter.subscribe("quiet")
+        adapter.member_joined("quiet", "s1")
+        await trio.sleep(1.5)  # no message, no join: only the node's refreshes
+        assert await adapter.position("quiet") == first
+        assert await adapter.members("quiet") == [Member("s1", node.node_id)]
+
+
 # --- faults -------------------------------------------------------------------------------
 
 
