@@ -411,5 +411,5 @@ def test_help_shows_the_defaults(
     parser = next(action for action in build_parser()._actions
                   if isinstance(action, argparse._SubParsersAction)).choices[command]
     for action in parser._actions:
-        if action.option_strings and action.dest != "help":
+        if action.option_strings and action.dest != "help" and action.help != argparse.SUPPRESS:
             assert "(default: " in (action.help or ""), action.option_strings

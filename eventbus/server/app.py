@@ -298,7 +298,7 @@ class EventBus:
             raise ValueError("latest delivery needs a key")
         target = self._target(to, to_room, to_sid)
         if isinstance(target, Connection):
-            if target is skip or target.closed:
+            if target is skip or not target.open:
                 return 0
             target.emit(event, data, delivery=policy, key=key)
             return 1

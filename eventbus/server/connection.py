@@ -232,6 +232,12 @@ class Connection:
         return f"<Connection {self.sid} {self._codec.name} rooms={sorted(self.rooms)}>"
 
     @property
+    def open(self) -> bool:
+        """Whether what is sent now still reaches the client (not closed, nor
+        closing)."""
+        return not (self.closed or self._closing)
+
+    @property
     def codec(self) -> Codec:
         """The connection's codec (JSON or msgpack)."""
         return self._codec

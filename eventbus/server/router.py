@@ -212,7 +212,7 @@ class Router:
         it is known at once that there is no such connection."""
         conn = self._connections.get(sid)
         if conn is not None:
-            if conn.closed:
+            if not conn.open:
                 return False
             conn.emit(event, data, delivery=delivery, key=key)
             return True

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
+import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import trio
 
@@ -55,6 +58,67 @@ async def test_two_workers_on_one_port_are_one_bus(redis_server: RedisServer) ->
         assert supervisor.wait(30) == 130
         assert supervisor.stderr is not None
         assert b"Traceback" not in supervisor.stderr.read()
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()
+            supervisor.wait(10)
+        if supervisor.stderr is not None:
+            supervisor.stderr.close()
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+async def test_workers_that_cannot_start_stop_the_supervisor(redis_server: RedisServer) -> None:
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        supervisor = subprocess.run(
+            [sys.executable, "-m", "eventbus", "serve", "--workers", "2",
+             "--port", str(taken.getsockname()[1]), "--redis", redis_server.url],
+            cwd=ROOT, capture_output=True, timeout=60, check=False)
+    finally:
+        taken.close()
+    assert supervisor.returncode == 1
+    assert b"could not start" in supervisor.stderr
+    assert b"Traceback" not in supervisor.stderr
+
+
+async def test_a_worker_that_dies_is_started_again(redis_server: RedisServer) -> None:
+    port = _free_port()
+    supervisor = subprocess.Popen(  # noqa: ASYNC220 - a quick fork; waits are async
+        [sys.executable, "-m", "eventbus", "serve", "--workers", "2", "--port", str(port),
+         "--redis", redis_server.url, "--redis-prefix", f"d{port}"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        await wait_serving(port, supervisor)
+        with trio.fail_after(30):
+            while len(first := _children(supervisor.pid)) < 2:  # noqa: ASYNC110 - /proc
+                await trio.sleep(0.05)
+            await trio.sleep(2.5)  # past the start-up window: a death now is a crash
+            victim = min(first)
+            os.kill(victim, signal.SIGKILL)
+            while True:
+                now = _children(supervisor.pid)
+                if len(now) == 2 and victim not in now:
+                    break
+                await trio.sleep(0.1)
+            await wait_serving(port, supervisor)
+        supervisor.send_signal(signal.SIGTERM)
+        assert supervisor.wait(30) == 0
+        assert supervisor.stderr is not None
+        assert b"starting it again" in supervisor.stderr.read()
     finally:
         if supervisor.poll() is None:
             supervisor.kill()

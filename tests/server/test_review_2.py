@@ -184,16 +184,23 @@ def test_max_connections_defaults_below_the_descriptor_limit() -> None:
 
 
 class _ExhaustedListener(trio.abc.Listener[trio.abc.Stream]):
-    """Fails ``accept`` with EMFILE ``failures`` times, then waits forever."""
+    """Fails ``accept`` with EMFILE ``failures`` times, then accepts one in-memory
+    stream whose other end it keeps, then waits forever."""
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
+        self.accepted = False
+        self.peer: trio.abc.Stream | None = None
 
     async def accept(self) -> trio.abc.Stream:
         await trio.lowlevel.checkpoint()
         if self.failures:
             self.failures -= 1
             raise OSError(errno.EMFILE, "Too many open files")
+        if not self.accepted:
+            self.accepted = True
+            self.peer, stream = trio.testing.memory_stream_pair()
+            return stream
         await trio.sleep_forever()
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -212,9 +219,10 @@ async def test_descriptor_exhaustion_is_logged_once_per_episode(
         await trio.sleep(60)
         bus.shutdown()
     lines = [r for r in caplog.records if "accept" in r.getMessage()]
-    assert len(lines) == 1
+    assert len(lines) == 2
     assert "Too many open files" in lines[0].getMessage()
     assert lines[0].exc_info is None  # no traceback
+    assert "accepting connections again" in lines[1].getMessage()
 
 
 # --- the connection log ---------------------------------------------------------------------
