@@ -79,7 +79,7 @@ def _children(pid: int) -> set[int]:
     return found
 
 
-async def test_workers_that_cannot_start_stop_the_supervisor(redis_server: RedisServer) -> None:
+def test_workers_that_cannot_start_stop_the_supervisor(redis_server: RedisServer) -> None:
     taken = socket.socket()
     taken.bind(("127.0.0.1", 0))
     taken.listen()

@@ -191,7 +191,7 @@ async def test_reuse_port_listeners_share_a_port_and_refuse_a_taken_one() -> Non
     plain.bind(("127.0.0.1", 0))
     plain.listen()
     try:
-        with pytest.raises(OSError):
+        with pytest.raises(OSError, match="in use"):
             await a.serve("127.0.0.1", plain.getsockname()[1], reuse_port=True)
     finally:
         plain.close()
