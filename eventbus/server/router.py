@@ -28,6 +28,7 @@ from ..errors import (
     ConnectionClosed,
     LocalProtocolError,
     RequestError,
+    Unavailable,
     error_from_code,
 )
 from ..protocol import (
@@ -268,11 +269,22 @@ class Router:
     # --- membership --------------------------------------------------------------------
 
     async def join(self, conn: Connection, room: str) -> Position:
-        """Add a connection to a room; returns the room's authoritative position."""
-        if self._add(conn, room):
-            position = await self.adapter.subscribe(room)
-        else:
-            position = await self.adapter.position(room)
+        """Add a connection to a room; returns the room's authoritative position.
+
+        Raises:
+            Unavailable: the adapter cannot reach the other nodes now; the
+                connection is not in the room.
+        """
+        added = self._add(conn, room)
+        try:
+            if added:
+                position = await self.adapter.subscribe(room)
+            else:
+                position = await self.adapter.position(room)
+        except BaseException:
+            if added:
+                self.leave(conn, room)  # all or nothing: not half in the room
+            raise
         found = self.rooms.get(room)
         if found is not None and (found.position is None or found.position.epoch != position.epoch
                                   or found.position.seq < position.seq):
@@ -395,7 +407,12 @@ class Router:
         }
         reply = Signal(SignalKind.ANSWERS, self._node_id,
                        [call_id, answers, wire_errors, timed_out])
-        self.adapter.signal_nowait(reply, node=signal.sender)
+        try:
+            self.adapter.signal_nowait(reply, node=signal.sender)
+        except Unavailable as exc:
+            # The caller names this node as missing; this node must go on.
+            logger.warning("could not report answers to call %s of node %s: %s",
+                           call_id, signal.sender, exc.message)
 
     def _collect_answers(self, signal: Signal) -> None:
         call_id, answers, wire_errors, timed_out = signal.body

@@ -12,9 +12,9 @@ from typing import Any
 
 import trio
 
-from eventbus import Connection, EventBus
+from eventbus import Connection, EventBus, Unavailable
 from eventbus.adapters import MemoryAdapter, MemoryHub
-from eventbus.protocol import Ack, Emit, Event, Join, Publish, RoomEvent
+from eventbus.protocol import Ack, Emit, ErrorReply, Event, Join, Publish, RoomEvent
 
 from .conftest import open_bus, raw_client, serving
 
@@ -113,3 +113,52 @@ async def test_members_across_nodes() -> None:
             assert [sock.sid for sock in bus0.members("r")] == [a.sid]
             await b.send(Emit("who", None, 1))
             assert await b.recv() == Ack(1, b.sid)
+
+
+class _FlakyAdapter(MemoryAdapter):
+    """A hub node that cannot reach the others: as the Redis adapter during an outage."""
+
+    down = False
+
+    async def subscribe(self, room: str) -> Any:
+        if self.down:
+            raise Unavailable("the other nodes cannot be reached")
+        return await super().subscribe(room)
+
+    def signal_nowait(self, signal: Any, *, node: str) -> bool:
+        if self.down:
+            raise Unavailable("the other nodes cannot be reached")
+        return super().signal_nowait(signal, node=node)
+
+
+async def test_an_unreachable_adapter_refuses_joins_whole_and_a_call_names_the_node() -> None:
+    hub = MemoryHub()
+    flaky = _FlakyAdapter(hub)
+    good, bad = open_bus(adapter=MemoryAdapter(hub)), open_bus(adapter=flaky)
+    with trio.fail_after(10):
+        async with serving(good) as p0, serving(bad) as p1, raw_client(p0) as asker, \
+                raw_client(p1) as member:
+            await join(asker, "r")
+            await join(member, "r")
+            flaky.down = True
+            # The member's node cannot report its answers: the call names that node.
+            async with trio.open_nursery() as nursery:
+
+                async def answer() -> None:
+                    request = await member.recv()
+                    assert isinstance(request, Event)
+                    assert request.ack_id is not None
+                    await member.send(Ack(request.ack_id, "here"))
+
+                nursery.start_soon(answer)
+                results = await good.call("q", None, to="r", timeout=0.3)
+            assert results.answers == {}
+            assert list(results.missing_nodes) == [bad.node_id]
+            # A join while the adapter is down is refused whole.
+            await member.send(Join("other", 7))
+            refused = await member.recv()
+            assert isinstance(refused, ErrorReply)
+            assert (refused.ack_id, refused.code) == (7, "unavailable")
+            sock = bad.connections[member.sid]
+            assert "other" not in sock.rooms
+            assert bad.members("other") == []
