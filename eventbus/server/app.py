@@ -54,7 +54,14 @@ from ..protocol import (
 from .config import ServerConfig
 from .connection import Connection, Disconnect
 from .handlers import Handler, make_handler
-from .http import HandshakeRequest, accept_upgrade, plain_answer, read_request, send_response
+from .http import (
+    HandshakeRequest,
+    HttpExchange,
+    accept_upgrade,
+    plain_answer,
+    read_request,
+    send_response,
+)
 from .logs import LogBudget, quote
 from .outbox import Delivery
 from .router import CallResults, Router
@@ -74,6 +81,10 @@ _ACCEPT_RETRY = 0.1
 # refusal waits at most this long to read the request and to send its 503.
 _STALLED_HANDSHAKE = 0.5
 _BUSY_READ = 0.05
+# How long an address closed for abuse gets no burst on new connections, and how
+# many such addresses are remembered (the oldest are forgotten first).
+_PENALTY = 10.0
+_PENALTIES_KEPT = 10_000
 # Log lines that all clients together may cause: a burst, then a line a second.
 _CLIENT_LOG_BURST = 100.0
 _CLIENT_LOG_PER_SECOND = 1.0
@@ -116,6 +127,8 @@ class EventBus:
         self._handshakes = 0
         # Handshakes still waiting for their request head, oldest first.
         self._unread: dict[trio.CancelScope, float] = {}
+        # Addresses closed for abuse lately, with when that stops counting, oldest first.
+        self._penalties: dict[str, float] = {}
         self._busy_logged = False
         # Log lines clients may cause, all connections together (each has its own too).
         # (A bus is often made outside trio, so the bucket starts full at time 0.)
@@ -552,12 +565,18 @@ class EventBus:
         with one end of an in-memory stream pair.
         """
         try:
-            if self._open_count() >= self.max_connections and not self._evict_stalled():
-                await self._refuse_busy(stream)
-                return
+            exchange: HttpExchange | None = None
+            if self._open_count() >= self.max_connections:
+                # At capacity, a newcomer must show its request at once; only then may
+                # it take the place of a handshake that never sent one (else silent
+                # sockets would only evict each other), and else it is refused.
+                exchange = await self._read_briefly(stream)
+                if exchange is None or not self._evict_stalled():
+                    await self._refuse_busy(stream, exchange)
+                    return
             self._handshakes += 1
             try:
-                conn = await self._open(stream)
+                conn = await self._open(stream, exchange)
             finally:
                 self._handshakes -= 1
             if conn is not None:
@@ -586,6 +605,34 @@ class EventBus:
             budget.suppressed = 0
         return True
 
+    async def _read_evictably(self, stream: trio.abc.Stream) -> HttpExchange | None:
+        """Read the request; ``None`` if the peer left, or if the wait was cut short
+        to make room for another connection (see :meth:`_evict_stalled`)."""
+        with trio.CancelScope() as reading:
+            self._unread[reading] = trio.current_time()
+            try:
+                return await read_request(stream)
+            finally:
+                self._unread.pop(reading, None)
+        return None
+
+    def _penalize(self, remote: tuple[str, int] | None) -> None:
+        """A connection from ``remote`` was closed for abuse: for ``_PENALTY``
+        seconds, new connections from that address start with a token bucket of
+        10 tokens, not ``burst``, so that reconnecting does not buy a fresh burst."""
+        if remote is None:
+            return
+        self._penalties.pop(remote[0], None)
+        self._penalties[remote[0]] = trio.current_time() + _PENALTY
+        if len(self._penalties) > _PENALTIES_KEPT:
+            del self._penalties[next(iter(self._penalties))]
+
+    def _penalized(self, remote: tuple[str, int] | None) -> bool:
+        if remote is None or not self._penalties:
+            return False
+        until = self._penalties.get(remote[0])
+        return until is not None and until > trio.current_time()
+
     def _open_count(self) -> int:
         return len(self._connections) + self._handshakes
 
@@ -603,37 +650,37 @@ class EventBus:
             break  # the oldest is recent: so are the others
         return False
 
-    async def _refuse_busy(self, stream: trio.abc.Stream) -> None:
+    async def _read_briefly(self, stream: trio.abc.Stream) -> HttpExchange | None:
+        """The request, if it comes within ``_BUSY_READ``; else (or if it is not a
+        valid one) ``None``."""
+        with contextlib.suppress(HandshakeRejected, trio.BrokenResourceError,
+                                 trio.ClosedResourceError, OSError):
+            with trio.move_on_after(_BUSY_READ):
+                return await read_request(stream)
+        return None
+
+    async def _refuse_busy(self, stream: trio.abc.Stream, exchange: HttpExchange | None) -> None:
+        """Answer 503 to a request read at capacity, at once; close a connection that
+        sent none (so that a refusal holds its descriptor for moments only)."""
         if not self._busy_logged:
             logger.warning("at max_connections (%d): new connections are answered 503",
                            self.max_connections)
             self._busy_logged = True
-        # Answered at once, so that a refusal holds its descriptor for moments only;
-        # the request is read first when it is already there, since closing a socket
-        # with unread input resets it and the client would not see the 503.
-        exchange = None
-        with contextlib.suppress(HandshakeRejected, trio.BrokenResourceError,
-                                 trio.ClosedResourceError, OSError):
-            with trio.move_on_after(_BUSY_READ):
-                exchange = await read_request(stream)
-            with trio.move_on_after(_BUSY_READ):
+        if exchange is not None:
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
+                                     OSError), trio.move_on_after(_BUSY_READ):
                 await send_response(stream, exchange, 503, b"too many connections\n",
                                     extra=[("retry-after", "1")])
         await trio.aclose_forcefully(stream)
 
-    async def _open(self, stream: trio.abc.Stream) -> Connection | None:
+    async def _open(
+        self, stream: trio.abc.Stream, exchange: HttpExchange | None = None,
+    ) -> Connection | None:
         remote = _remote_address(stream)
-        exchange = None
         with trio.move_on_after(self.config.handshake_timeout):
             try:
-                with trio.CancelScope() as reading:
-                    self._unread[reading] = trio.current_time()
-                    try:
-                        exchange = await read_request(stream)
-                    finally:
-                        self._unread.pop(reading, None)
-                if reading.cancelled_caught:
-                    exchange = None  # evicted to make room (see _evict_stalled)
+                if exchange is None:
+                    exchange = await self._read_evictably(stream)
                 if exchange is None:
                     await trio.aclose_forcefully(stream)
                     return None

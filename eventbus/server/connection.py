@@ -82,6 +82,14 @@ _PING_COST = 1.0
 # Refusals in a row (at least; else ``burst``) after which a client that ignores
 # them is closed with 4000.
 _MIN_REFUSALS = 100
+# Closes for what a client did wrong: its address gets no burst on its next
+# connections for a while (see EventBus._penalize).
+_ABUSE_CODES = frozenset({CloseCode.TOO_MANY_ERRORS, CloseCode.PROTOCOL_ERROR,
+                          CloseCode.INVALID_DATA, CloseCode.MESSAGE_TOO_BIG})
+_PENALIZED_BURST = 10
+# What a closing connection may still send to be read and discarded (beyond it, the
+# server closes with the rest unread).
+_LINGER_BYTES = 1_048_576
 # The reader yields to other connections after this many parsed frames, so that a
 # read full of tiny frames cannot hold the event loop.
 _FRAMES_PER_YIELD = 64
@@ -209,7 +217,10 @@ class Connection:
         self.limiters: dict[str, trio.CapacityLimiter] = {}
         self._calls: dict[int, _PendingCall] = {}
         self.next_call_id = 1
-        self._tokens = float(config.burst)
+        # A client just closed for abuse, back under a new connection, gets almost no
+        # burst (a little: others behind the same address, a NAT, must still get in).
+        self._tokens = float(min(config.burst, _PENALIZED_BURST) if bus._penalized(
+            request.remote) else config.burst)
         self._tokens_at = trio.current_time()
         self._receive_budget = float(config.max_frame + _RECEIVE)
         self._receive_at = self._tokens_at
@@ -484,11 +495,17 @@ class Connection:
         reads them: the client would see 1006 and reconnect, instead of the code.
         """
         stream = self.stream
+        rate = self._bus.config.receive_rate
+        discarded = 0
         with contextlib.suppress(OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             if isinstance(stream, trio.SocketStream):
                 await stream.send_eof()
-            while await stream.receive_some(_RECEIVE):
-                pass
+            # Paced like any read, and bounded: a client that floods on after the
+            # close must not keep the server reading at full speed.
+            while discarded < _LINGER_BYTES and (data := await stream.receive_some(_RECEIVE)):
+                discarded += len(data)
+                if rate:
+                    await self._pace(len(data), rate)
 
     async def _read_loop(self) -> None:
         ws = self._ws
@@ -846,6 +863,8 @@ class Connection:
         if self.closed:
             return
         self._record(code, reason, by_server=by_server)
+        if by_server and code in _ABUSE_CODES:
+            self._bus._penalize(self.request.remote)
         self._closing = True
         box = self._outbox
         # A peer that does not read (slow consumer) or does not answer (heartbeat)

@@ -364,3 +364,25 @@ async def test_reconnecting_does_not_refill_the_log_budget(
                     await client.recv()
     reports = [r for r in caplog.records if "reported an error" in r.getMessage()]
     assert 100 <= len(reports) <= 110  # 200 were sent
+
+
+async def test_reconnecting_after_an_abuse_close_does_not_buy_a_fresh_burst(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    bus = open_bus(rate=10, burst=200)
+
+    async def pongs_for(pings: int) -> tuple[int, int]:
+        async with raw_websocket(port) as ws:
+            await ws.read_welcome()
+            await ws.stream.send_all(client_frame(OP_PING, b"p") * pings)
+            pongs = 0
+            while True:
+                opcode, payload = await ws.read_frame()
+                if opcode == OP_CLOSE:
+                    return pongs, int.from_bytes(payload[:2], "big")
+                pongs += 1
+
+    async with serving(bus) as port:
+        assert await pongs_for(500) == (200, 4000)  # the burst, then refusals, then 4000
+        # Back from the same address: 10 pongs, not another 200.
+        assert await pongs_for(500) == (10, 4000)

@@ -260,6 +260,10 @@ async def test_at_capacity_silent_sockets_give_way_to_a_new_client() -> None:
             silent = [await trio.open_tcp_stream("127.0.0.1", port) for _ in range(2)]
             try:
                 await trio.sleep(0.6)  # longer than a stalled handshake may wait
+                # Another silent socket takes no one's place: it is closed at once.
+                newcomer = await trio.open_tcp_stream("127.0.0.1", port)
+                async with newcomer:
+                    assert await newcomer.receive_some(100) == b""
                 async with raw_client(port) as client:
                     await client.send(Emit("echo", "in", 1))
                     assert await client.recv() == Ack(1, "in")
