@@ -12,6 +12,7 @@ import contextlib
 import errno
 import inspect
 import logging
+import math
 import os
 import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -77,6 +78,8 @@ _PING_FRAME = b"\x89\x00"
 # how long to wait before trying again.
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _ACCEPT_RETRY = 0.1
+# Pauses of the accept loop closer together than this make one episode, logged once.
+_EPISODE_GAP = 10.0
 # At capacity, a handshake silent for this long gives its place to a new one; and a
 # refusal waits at most this long to read the request and to send its 503.
 _STALLED_HANDSHAKE = 0.5
@@ -818,25 +821,31 @@ class EventBus:
     async def _accept_until_cancelled(
         self, listener: trio.abc.Listener[Any], connections: trio.Nursery,
     ) -> None:
-        exhausted = False
+        # An episode of exhaustion is said once, and its end once, with how many
+        # pauses it took; pauses within _EPISODE_GAP of each other are one episode.
+        pauses = 0
+        last_pause = -math.inf
         while True:
             try:
                 stream = await listener.accept()
             except OSError as exc:
                 if exc.errno not in _ACCEPT_CAPACITY_ERRNOS:
                     raise
-                if not exhausted:
+                now = trio.current_time()
+                if pauses == 0 and now - last_pause > _EPISODE_GAP:
                     # No traceback: the cause is the process's limits, not the code.
                     logger.error(  # noqa: TRY400
                         "cannot accept connections: %s (%d open); retrying every %.1f s"
                         " (lower max_connections, or raise the descriptor limit)",
-                        os.strerror(exc.errno or 0), len(self._connections), _ACCEPT_RETRY)
-                    exhausted = True
+                        os.strerror(exc.errno or 0), self._open_count(), _ACCEPT_RETRY)
+                pauses += 1
+                last_pause = now
                 await trio.sleep(_ACCEPT_RETRY)
                 continue
-            if exhausted:
-                logger.warning("accepting connections again (%d open)", len(self._connections))
-                exhausted = False
+            if pauses and trio.current_time() - last_pause > _EPISODE_GAP:
+                logger.warning("accepting connections again (%d open) after %d pauses",
+                               self._open_count(), pauses)
+                pauses = 0
             if self._busy_logged and self._open_count() < 0.9 * self.max_connections:
                 self._busy_logged = False  # the episode is over: say so again next time
             connections.start_soon(self.handle_stream, stream)

@@ -184,22 +184,25 @@ def test_max_connections_defaults_below_the_descriptor_limit() -> None:
 
 
 class _ExhaustedListener(trio.abc.Listener[trio.abc.Stream]):
-    """Fails ``accept`` with EMFILE ``failures`` times, then accepts one in-memory
-    stream whose other end it keeps, then waits forever."""
+    """Fails ``accept`` with EMFILE ``failures`` times, then accepts an in-memory
+    stream (whose other end it keeps) at once and another 15 s later, then waits."""
 
     def __init__(self, failures: int) -> None:
         self.failures = failures
-        self.accepted = False
-        self.peer: trio.abc.Stream | None = None
+        self.accepted = 0
+        self.peers: list[trio.abc.Stream] = []
 
     async def accept(self) -> trio.abc.Stream:
         await trio.lowlevel.checkpoint()
         if self.failures:
             self.failures -= 1
             raise OSError(errno.EMFILE, "Too many open files")
-        if not self.accepted:
-            self.accepted = True
-            self.peer, stream = trio.testing.memory_stream_pair()
+        if self.accepted < 2:
+            if self.accepted:
+                await trio.sleep(15)
+            self.accepted += 1
+            peer, stream = trio.testing.memory_stream_pair()
+            self.peers.append(peer)
             return stream
         await trio.sleep_forever()
         raise AssertionError("unreachable")  # pragma: no cover
@@ -222,7 +225,9 @@ async def test_descriptor_exhaustion_is_logged_once_per_episode(
     assert len(lines) == 2
     assert "Too many open files" in lines[0].getMessage()
     assert lines[0].exc_info is None  # no traceback
-    assert "accepting connections again" in lines[1].getMessage()
+    # Said once the accepts have gone on for a while (a quick success amid failures
+    # does not end the episode): 400 pauses, one episode.
+    assert "accepting connections again (0 open) after 400 pauses" in lines[1].getMessage()
 
 
 # --- the connection log ---------------------------------------------------------------------
