@@ -11,12 +11,14 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import trio
+import trio.lowlevel
 
 from eventbus import Connection, EventBus, Unavailable
 from eventbus.adapters import MemoryAdapter, MemoryHub
-from eventbus.protocol import Ack, Emit, ErrorReply, Event, Join, Publish, RoomEvent
+from eventbus.protocol import Ack, Emit, ErrorReply, Event, Gap, Join, Publish, RoomEvent
 
 from .conftest import open_bus, raw_client, serving
+from .test_delivery import PAYLOAD, StalledClient
 
 
 @asynccontextmanager
@@ -162,3 +164,41 @@ async def test_an_unreachable_adapter_refuses_joins_whole_and_a_call_names_the_n
             sock = bad.connections[member.sid]
             assert "other" not in sock.rooms
             assert bad.members("other") == []
+
+
+async def test_delivery_policies_and_gaps_hold_for_members_of_another_node() -> None:
+    hub = MemoryHub()
+    settings = {"send_queue_size": 16, "send_queue_bytes": 1024 * 1024}
+    publisher_node = open_bus(adapter=MemoryAdapter(hub), **settings)
+    member_node = open_bus(adapter=MemoryAdapter(hub), **settings)
+    with trio.fail_after(20):
+        async with serving(publisher_node), serving(member_node) as port, \
+                StalledClient.connect(port) as stalled:
+            (sock,) = member_node.connections.values()
+            sock.join("game")
+            total = 300
+            for n in range(total):
+                publisher_node.emit("state", {"n": n, "pad": PAYLOAD}, to="game",
+                                    delivery="volatile")
+                await trio.lowlevel.checkpoint()
+            assert not sock.closed  # volatile overflow never disconnects
+
+            def complete(packets: list[Any]) -> bool:
+                events = [p for p in packets if isinstance(p, RoomEvent)]
+                return len(events) + sum(p.count for p in packets if isinstance(p, Gap)) >= total
+
+            packets = await stalled.read_packets(complete)
+            gaps = [p for p in packets if isinstance(p, Gap)]
+            assert gaps, "drops on the member's node are reported there"
+            assert all(gap.room == "game" for gap in gaps)
+            seqs = [p.seq for p in packets if isinstance(p, RoomEvent)]
+            assert seqs == sorted(seqs)
+            # A reliable message that does not fit closes that member's connection
+            # with 4001 on its own node, whoever published it.
+            for _ in range(200):
+                publisher_node.emit("big", {"pad": PAYLOAD * 10}, to="game")
+                if sock.closed:
+                    break
+                await trio.lowlevel.checkpoint()
+            assert sock.disconnect is not None
+            assert sock.disconnect.code == 4001
