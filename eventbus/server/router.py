@@ -137,10 +137,15 @@ class Router:
         room.position = position
         packet = RoomEvent(envelope.room, envelope.event, envelope.data, position.epoch,
                            position.seq)
-        # The data was checked once, by the node that published it (envelope()).
-        self._sent = self._fan_out(packet, room.members, envelope.sender,
-                                   Delivery(envelope.delivery), envelope.room, envelope.key,
-                                   checked=True)
+        try:
+            # The data was checked once, by the node that published it (envelope()).
+            self._sent = self._fan_out(packet, room.members, envelope.sender,
+                                       Delivery(envelope.delivery), envelope.room,
+                                       envelope.key, checked=True)
+        except (ValueError, LocalProtocolError) as exc:
+            # From a node of another version, say (an unknown delivery policy): that
+            # message is lost here, and said so; the node goes on.
+            logger.warning("could not deliver a message of room %r: %s", envelope.room, exc)
 
     def receive_signal(self, signal: Signal) -> None:
         kind = signal.kind

@@ -10,12 +10,23 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 import trio.lowlevel
 
 from eventbus import Connection, EventBus, Unavailable
-from eventbus.adapters import MemoryAdapter, MemoryHub
-from eventbus.protocol import Ack, Emit, ErrorReply, Event, Gap, Join, Publish, RoomEvent
+from eventbus.adapters import Envelope, MemoryAdapter, MemoryHub
+from eventbus.protocol import (
+    Ack,
+    Emit,
+    ErrorReply,
+    Event,
+    Gap,
+    Join,
+    Position,
+    Publish,
+    RoomEvent,
+)
 
 from .conftest import open_bus, raw_client, serving
 from .test_delivery import PAYLOAD, StalledClient
@@ -202,3 +213,19 @@ async def test_delivery_policies_and_gaps_hold_for_members_of_another_node() -> 
                 await trio.lowlevel.checkpoint()
             assert sock.disconnect is not None
             assert sock.disconnect.code == 4001
+
+
+async def test_a_message_this_node_cannot_deliver_is_logged_not_fatal(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    bus = open_bus()
+    with trio.fail_after(10):
+        async with serving(bus) as port, raw_client(port) as member:
+            await join(member, "r")
+            # As if from a newer node: a delivery policy this version does not know.
+            bus._router.deliver(Envelope("r", "e", 1, delivery="someday"), Position("x", 9))
+            assert bus.emit("e", 2, to="r") == 1
+            packet = await member.recv()
+            assert isinstance(packet, RoomEvent)
+            assert packet.data == 2
+    assert "could not deliver a message of room 'r'" in caplog.text
