@@ -8,9 +8,7 @@ and hands the same frame to every member's non-blocking send path.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import inspect
 import logging
 import math
 import os
@@ -18,50 +16,26 @@ import ssl
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import trio
-from wsproto.utilities import RemoteProtocolError as WSRemoteProtocolError
 
 from ..adapters import Adapter, Member, MemoryAdapter, Published
 from ..codes import CloseCode
-from ..errors import (
-    Forbidden,
-    HandshakeRejected,
-    InternalError,
-    RequestError,
-    ResumeFailed,
-    TooManyRooms,
-    Unavailable,
-    UnknownEvent,
-    UnsupportedSubprotocol,
-)
 from ..protocol import (
-    Emit,
-    Join,
     JsonCodec,
-    Leave,
     MsgpackCodec,
-    Packet,
     Position,
-    Publish,
-    Resume,
     Role,
     WelcomeOptions,
     check_name,
-    codec_for_subprotocol,
-    select_subprotocol,
 )
 from .config import ServerConfig
 from .connection import Connection, Disconnect
-from .handlers import Handler, make_handler
+from .dispatch import Dispatcher
+from .handlers import Handler, make_handler, maybe_await
+from .handshake import Handshakes, descriptor_capacity
 from .http import (
     HandshakeRequest,
-    HttpExchange,
-    accept_upgrade,
-    plain_answer,
-    read_request,
-    send_response,
 )
 from .logs import LogBudget, quote
 from .outbox import Delivery
@@ -127,19 +101,15 @@ class EventBus:
         self._authorize_join: RoomHook | None = None
         self._authorize_publish: PublishHook | None = None
         self._connections: dict[str, Connection] = {}
-        self._handshakes = 0
-        # Handshakes still waiting for their request head, oldest first.
-        self._unread: dict[trio.CancelScope, float] = {}
-        # Addresses closed for abuse lately, with when that stops counting, oldest first.
-        self._penalties: dict[str, float] = {}
-        self._busy_logged = False
+        self._handshakes = Handshakes(self)
+        self._dispatcher = Dispatcher(self)
         # Log lines clients may cause, all connections together (each has its own too).
         # (A bus is often made outside trio, so the bucket starts full at time 0.)
         self._client_log_budget = LogBudget(_CLIENT_LOG_BURST, _CLIENT_LOG_PER_SECOND, 0.0)
         self.adapter: Adapter = adapter if adapter is not None else MemoryAdapter()
         self._router = Router(self.adapter, self._connections, self._json, self._msgpack)
         self.adapter.attach(self._router)
-        self._running = 0
+        self._dispatcher.running = 0
         self._draining = False
         self._stop: trio.Event | None = None
         self._conn_nursery: trio.Nursery | None = None
@@ -269,7 +239,7 @@ class EventBus:
         stats: dict[str, int | str] = {
             "connections": len(self._connections),
             "rooms": len(self._router.rooms),
-            "running_handlers": self._running,
+            "running_handlers": self._dispatcher.running,
         }
         for name, value in self.adapter.statistics().items():
             stats[f"adapter.{name}"] = value
@@ -426,103 +396,6 @@ class EventBus:
     def _leave(self, conn: Connection, room: str) -> None:
         self._router.leave(conn, room)
 
-    # --- requests from clients ------------------------------------------------------
-
-    async def _dispatch(self, conn: Connection, packet: Packet) -> None:
-        """Handle one request; answers it, never raises (but Cancelled)."""
-        ack_id: int | None = getattr(packet, "ack_id", None)
-        if self._draining:
-            conn.answer_error(ack_id, Unavailable("the server is shutting down"))
-            return
-        self._running += 1
-        try:
-            if isinstance(packet, Emit):
-                await self._handle_emit(conn, packet)
-            elif isinstance(packet, Publish):
-                await self._authorize(self._authorize_publish, conn, packet.room, packet.event)
-                envelope = self._router.envelope(packet.room, packet.event, packet.data, conn,
-                                                 Delivery.RELIABLE, None)
-                if ack_id is None:
-                    self._router.publish_nowait(envelope)
-                else:
-                    published = await self._router.publish(envelope)
-                    conn.answer(ack_id, published.position.to_wire() if published.nodes
-                                else None)
-            elif isinstance(packet, Join):
-                if packet.room not in conn.rooms:
-                    if len(conn.rooms) >= self.config.max_rooms:
-                        raise TooManyRooms(f"a connection may join {self.config.max_rooms} rooms")
-                    await self._authorize(self._authorize_join, conn, packet.room)
-                position = await self._router.join(conn, packet.room)
-                conn.answer(ack_id, position.to_wire())
-            elif isinstance(packet, Leave):
-                self._leave(conn, packet.room)
-                conn.answer(ack_id, None)
-            elif isinstance(packet, Resume):
-                raise ResumeFailed("this server keeps no sessions; join the rooms again")
-        except RequestError as exc:
-            conn.answer_error(ack_id, exc)
-        except Exception:
-            logger.exception("error handling %s from %s", type(packet).__name__, conn.sid)
-            conn.answer_error(ack_id, InternalError("internal error"))
-        finally:
-            self._running -= 1
-
-    async def _authorize(self, hook: Callable[..., Any] | None, *args: Any) -> None:
-        """Run a room authorization hook (plain or async); raise Forbidden on no."""
-        if hook is None:
-            if self.config.open_rooms:
-                return
-            raise Forbidden("rooms are closed to clients on this server")
-        allowed = hook(*args)
-        if inspect.isawaitable(allowed):
-            allowed = await allowed
-        if not allowed:
-            raise Forbidden(f"not allowed for room {args[1]!r}")
-
-    async def _handle_emit(self, conn: Connection, packet: Emit) -> None:
-        handler = self._handlers.get(packet.event)
-        if handler is None and self._catch_all is None:
-            raise UnknownEvent(f"no handler for event {packet.event!r}")
-        if handler is None or handler.concurrency == 1:
-            await self._run_handler(conn, packet, handler)
-            return
-        limiter = conn.limiters.get(packet.event)
-        if limiter is None:
-            limiter = conn.limiters[packet.event] = trio.CapacityLimiter(handler.concurrency)
-        # Waiting here (not in the spawned task) keeps start order and the bound. Each
-        # run borrows with a token of its own: packets compare equal by value.
-        token = object()
-        await limiter.acquire_on_behalf_of(token)
-        assert conn._nursery is not None
-        conn._nursery.start_soon(self._run_limited, conn, packet, handler, limiter, token)
-
-    async def _run_limited(
-        self, conn: Connection, packet: Emit, handler: Handler, limiter: trio.CapacityLimiter,
-        token: object,
-    ) -> None:
-        self._running += 1
-        try:
-            await self._run_handler(conn, packet, handler)
-        except RequestError as exc:
-            conn.answer_error(packet.ack_id, exc)
-        except Exception:
-            logger.exception("error in handler for %r from %s", packet.event, conn.sid)
-            conn.answer_error(packet.ack_id, InternalError("internal error"))
-        finally:
-            self._running -= 1
-            limiter.release_on_behalf_of(token)
-
-    async def _run_handler(self, conn: Connection, packet: Emit, handler: Handler | None) -> None:
-        if handler is None:
-            assert self._catch_all is not None
-            result = self._catch_all.func(conn, packet.event, packet.data)
-        else:
-            result = handler.func(conn, handler.structure(packet.event, packet.data))
-        if inspect.isawaitable(result):
-            result = await result
-        conn.answer(packet.ack_id, Handler.unstructure(result))
-
     # --- connection lifecycle ---------------------------------------------------------
 
     def _connected(self, conn: Connection) -> None:
@@ -534,7 +407,7 @@ class EventBus:
     async def _run_on_connect(self, conn: Connection) -> None:
         assert self._on_connect is not None
         try:
-            await _maybe_await(self._on_connect(conn))
+            await maybe_await(self._on_connect(conn))
         except Exception:
             logger.exception("on_connect hook failed for %s", conn.sid)
             conn.close(CloseCode.INTERNAL_ERROR, "internal error")
@@ -557,7 +430,7 @@ class EventBus:
             return
         assert conn.disconnect is not None
         try:
-            await _maybe_await(self._on_disconnect(conn, conn.disconnect))
+            await maybe_await(self._on_disconnect(conn, conn.disconnect))
         except Exception:
             logger.exception("on_disconnect hook failed for %s", conn.sid)
 
@@ -568,20 +441,7 @@ class EventBus:
         with one end of an in-memory stream pair.
         """
         try:
-            exchange: HttpExchange | None = None
-            if self._open_count() >= self.max_connections:
-                # At capacity, a newcomer must show its request at once; only then may
-                # it take the place of a handshake that never sent one (else silent
-                # sockets would only evict each other), and else it is refused.
-                exchange = await self._read_briefly(stream)
-                if exchange is None or not self._evict_stalled():
-                    await self._refuse_busy(stream, exchange)
-                    return
-            self._handshakes += 1
-            try:
-                conn = await self._open(stream, exchange)
-            finally:
-                self._handshakes -= 1
+            conn = await self._handshakes.admit(stream)
             if conn is not None:
                 await conn.run()
         except Exception:
@@ -595,7 +455,7 @@ class EventBus:
         descriptor limit allows with room to spare."""
         if self.config.max_connections is not None:
             return self.config.max_connections
-        return _descriptor_capacity()
+        return descriptor_capacity()
 
     def _may_log(self) -> bool:
         """Whether a line about a client may be logged now: clients that connect
@@ -607,166 +467,6 @@ class EventBus:
             logger.info("%d log lines caused by clients were suppressed", budget.suppressed)
             budget.suppressed = 0
         return True
-
-    async def _read_evictably(self, stream: trio.abc.Stream) -> HttpExchange | None:
-        """Read the request; ``None`` if the peer left, or if the wait was cut short
-        to make room for another connection (see :meth:`_evict_stalled`)."""
-        with trio.CancelScope() as reading:
-            self._unread[reading] = trio.current_time()
-            try:
-                return await read_request(stream)
-            finally:
-                self._unread.pop(reading, None)
-        return None
-
-    def _penalize(self, remote: tuple[str, int] | None) -> None:
-        """A connection from ``remote`` was closed for abuse: for ``_PENALTY``
-        seconds, new connections from that address start with a token bucket of
-        10 tokens, not ``burst``, so that reconnecting does not buy a fresh burst."""
-        if remote is None:
-            return
-        self._penalties.pop(remote[0], None)
-        self._penalties[remote[0]] = trio.current_time() + _PENALTY
-        if len(self._penalties) > _PENALTIES_KEPT:
-            del self._penalties[next(iter(self._penalties))]
-
-    def _penalized(self, remote: tuple[str, int] | None) -> bool:
-        if remote is None or not self._penalties:
-            return False
-        until = self._penalties.get(remote[0])
-        return until is not None and until > trio.current_time()
-
-    def _open_count(self) -> int:
-        return len(self._connections) + self._handshakes
-
-    def _evict_stalled(self) -> bool:
-        """At capacity, make room by dropping the oldest handshake that has not sent
-        its request within ``_STALLED_HANDSHAKE`` (a silent socket, as in a slowloris
-        attack), so that silent sockets cannot keep new clients out for
-        ``handshake_timeout``. Whether one was dropped."""
-        now = trio.current_time()
-        for scope, started in self._unread.items():
-            if now - started >= _STALLED_HANDSHAKE:
-                del self._unread[scope]
-                scope.cancel()
-                return True
-            break  # the oldest is recent: so are the others
-        return False
-
-    async def _read_briefly(self, stream: trio.abc.Stream) -> HttpExchange | None:
-        """The request, if it comes within ``_BUSY_READ``; else (or if it is not a
-        valid one) ``None``."""
-        with contextlib.suppress(HandshakeRejected, trio.BrokenResourceError,
-                                 trio.ClosedResourceError, OSError):
-            with trio.move_on_after(_BUSY_READ):
-                return await read_request(stream)
-        return None
-
-    async def _refuse_busy(self, stream: trio.abc.Stream, exchange: HttpExchange | None) -> None:
-        """Answer 503 to a request read at capacity, at once; close a connection that
-        sent none (so that a refusal holds its descriptor for moments only)."""
-        if not self._busy_logged:
-            logger.warning("at max_connections (%d): new connections are answered 503",
-                           self.max_connections)
-            self._busy_logged = True
-        if exchange is not None:
-            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError,
-                                     OSError), trio.move_on_after(_BUSY_READ):
-                await send_response(stream, exchange, 503, b"too many connections\n",
-                                    extra=[("retry-after", "1")])
-        await trio.aclose_forcefully(stream)
-
-    async def _open(
-        self, stream: trio.abc.Stream, exchange: HttpExchange | None = None,
-    ) -> Connection | None:
-        remote = _remote_address(stream)
-        with trio.move_on_after(self.config.handshake_timeout):
-            try:
-                if exchange is None:
-                    exchange = await self._read_evictably(stream)
-                if exchange is None:
-                    await trio.aclose_forcefully(stream)
-                    return None
-                method = exchange.request.method.decode("ascii", "replace")
-                if not exchange.is_websocket:
-                    path = exchange.handshake_request(remote).path
-                    status, body, kind, extra = plain_answer(
-                        method, path, len(self._connections), self.adapter.state.value)
-                    await send_response(stream, exchange, status, body, kind, extra)
-                    await stream.aclose()
-                    return None
-                if method != "GET":
-                    # RFC 6455 section 4.1: the opening handshake is a GET.
-                    raise HandshakeRejected(
-                        405, "a WebSocket handshake must be a GET request",
-                        headers=[("allow", "GET")])
-                if self._draining:
-                    raise HandshakeRejected(503, "the server is shutting down")
-                request = exchange.handshake_request(remote)
-                self._check_origin(request)
-                try:
-                    subprotocol = select_subprotocol(request.subprotocols)
-                except UnsupportedSubprotocol as exc:
-                    raise HandshakeRejected(400, str(exc)) from None
-                state: Any = {}
-                if self._authenticate is not None:
-                    try:
-                        state = await _maybe_await(self._authenticate(request))
-                    except HandshakeRejected:
-                        raise
-                    except Exception:
-                        logger.exception("authenticate hook failed")
-                        raise HandshakeRejected(500, "internal error") from None
-                try:
-                    ws, response = accept_upgrade(exchange, subprotocol)
-                except WSRemoteProtocolError as exc:
-                    hint = exc.event_hint
-                    status = getattr(hint, "status_code", 400)
-                    extra = [(k.decode(), v.decode()) for k, v in getattr(hint, "headers", [])]
-                    raise HandshakeRejected(status, str(exc), headers=extra) from None
-                await stream.send_all(response)
-            except HandshakeRejected as exc:
-                if self._may_log():
-                    logger.info("handshake from %s refused: %d %s", _peer(remote),
-                                exc.status, quote(exc.message))
-                body = (exc.message or "rejected").encode() + b"\n"
-                await send_response(stream, exchange, exc.status, body, extra=exc.headers)
-                await stream.aclose()
-                return None
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
-                await trio.aclose_forcefully(stream)
-                return None
-            codec = self._msgpack if codec_for_subprotocol(subprotocol) is MsgpackCodec \
-                else self._json
-            conn = Connection(self, stream, ws, codec, request, state)
-            logger.debug("connection %s opened from %s (%s)", conn.sid, _peer(remote),
-                         codec.name)
-            return conn
-        await trio.aclose_forcefully(stream)  # the handshake took too long
-        return None
-
-    def _check_origin(self, request: HandshakeRequest) -> None:
-        """Refuse cross-site handshakes from browsers (RFC 6455 section 10.2).
-
-        Without ``allowed_origins``, only a page of the bus's own origin (the
-        ``Origin`` names the host the request is for) may connect; ``"*"`` lets
-        any page connect. Clients that send no ``Origin`` (not browsers) pass.
-        """
-        origins = [value for name, value in request.headers if name == "origin"]
-        if len(origins) > 1:
-            raise HandshakeRejected(400, "more than one Origin header")
-        if not origins:
-            return
-        origin = origins[0]
-        allowed = self.config.allowed_origins
-        if allowed is None:
-            host = request.header("host")
-            if host is not None and urlsplit(origin).netloc.lower() == host.lower():
-                return
-        elif "*" in allowed or origin in allowed:
-            return
-        # The Origin is not echoed back: the body never repeats what a client sent.
-        raise HandshakeRejected(403, "this origin may not connect (see allowed_origins)")
 
     # --- serving --------------------------------------------------------------------
 
@@ -837,17 +537,18 @@ class EventBus:
                     logger.error(  # noqa: TRY400
                         "cannot accept connections: %s (%d open); retrying every %.1f s"
                         " (lower max_connections, or raise the descriptor limit)",
-                        os.strerror(exc.errno or 0), self._open_count(), _ACCEPT_RETRY)
+                        os.strerror(exc.errno or 0), self._handshakes.open_count(), _ACCEPT_RETRY)
                 pauses += 1
                 last_pause = now
                 await trio.sleep(_ACCEPT_RETRY)
                 continue
             if pauses and trio.current_time() - last_pause > _EPISODE_GAP:
                 logger.warning("accepting connections again (%d open) after %d pauses",
-                               self._open_count(), pauses)
+                               self._handshakes.open_count(), pauses)
                 pauses = 0
-            if self._busy_logged and self._open_count() < 0.9 * self.max_connections:
-                self._busy_logged = False  # the episode is over: say so again next time
+            handshakes = self._handshakes
+            if handshakes.busy_logged and handshakes.open_count() < 0.9 * self.max_connections:
+                handshakes.busy_logged = False  # the episode is over: say so next time
             connections.start_soon(self.handle_stream, stream)
 
     @asynccontextmanager
@@ -895,7 +596,7 @@ class EventBus:
         with trio.move_on_after(self.config.drain_timeout):
             # Polling, at shutdown only: a wakeup per finished handler would tax
             # the hot path for the sake of this one wait.
-            while self._running:  # noqa: ASYNC110
+            while self._dispatcher.running:  # noqa: ASYNC110
                 await trio.sleep(0.01)
         for conn in list(self._connections.values()):
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
@@ -921,13 +622,6 @@ class EventBus:
                     conn.next_ping = now + interval
 
 
-async def _maybe_await(result: Any) -> Any:
-    """The result of a hook that may be a plain function or a coroutine function."""
-    if inspect.isawaitable(result):
-        return await result
-    return result
-
-
 async def _reuse_port_listeners(host: str, port: int) -> list[trio.abc.Listener[Any]]:
     """Listeners on ``host:port`` that other processes may share (Linux, BSD)."""
     if not hasattr(trio.socket, "SO_REUSEPORT"):  # pragma: no cover - not Linux or BSD
@@ -948,32 +642,3 @@ async def _reuse_port_listeners(host: str, port: int) -> list[trio.abc.Listener[
             raise
         listeners.append(trio.SocketListener(sock))
     return listeners
-
-
-def _descriptor_capacity() -> int:
-    """Connections the descriptor limit allows, keeping a tenth (at least 32) for
-    everything else: listeners, logs, the app's own files and sockets, and the
-    accepts that must still succeed to be answered 503."""
-    try:
-        import resource
-    except ImportError:  # pragma: no cover - not on Unix: no descriptor limit to read
-        return 10_000
-    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft == resource.RLIM_INFINITY:  # pragma: no cover - unlimited is rare
-        return 1_000_000
-    return max(1, soft - max(32, soft // 10))
-
-
-def _peer(remote: tuple[str, int] | None) -> str:
-    return f"{remote[0]}:{remote[1]}" if remote is not None else "a stream"
-
-
-def _remote_address(stream: trio.abc.Stream) -> tuple[str, int] | None:
-    inner = stream.transport_stream if isinstance(stream, trio.SSLStream) else stream
-    if isinstance(inner, trio.SocketStream):
-        try:
-            address = inner.socket.getpeername()
-        except OSError:
-            return None
-        return (str(address[0]), int(address[1]))
-    return None

@@ -219,7 +219,7 @@ class Connection:
         self.next_call_id = 1
         # A client just closed for abuse, back under a new connection, gets almost no
         # burst (a little: others behind the same address, a NAT, must still get in).
-        self._tokens = float(min(config.burst, _PENALIZED_BURST) if bus._penalized(
+        self._tokens = float(min(config.burst, _PENALIZED_BURST) if bus._handshakes.penalized(
             request.remote) else config.burst)
         self._tokens_at = trio.current_time()
         self._receive_budget = float(config.max_frame + _RECEIVE)
@@ -811,7 +811,7 @@ class Connection:
                 while inbox:
                     packet, cost = inbox.popleft()
                     self._inbox_bytes -= cost
-                    await self._bus._dispatch(self, packet)
+                    await self._bus._dispatcher.dispatch(self, packet)
                 # Once started, the worker stays for the connection's life: the next
                 # request costs a wakeup, not a new task and a timer.
                 await lot.park()
@@ -864,7 +864,7 @@ class Connection:
             return
         self._record(code, reason, by_server=by_server)
         if by_server and code in _ABUSE_CODES:
-            self._bus._penalize(self.request.remote)
+            self._bus._handshakes.penalize(self.request.remote)
         self._closing = True
         box = self._outbox
         # A peer that does not read (slow consumer) or does not answer (heartbeat)

@@ -18,7 +18,7 @@ import cattrs
 
 from ..errors import InvalidPayload
 
-__all__ = ["Handler", "make_handler"]
+__all__ = ["Handler", "make_handler", "maybe_await"]
 
 _converter = cattrs.Converter()
 
@@ -88,3 +88,10 @@ def _payload_type(func: Callable[..., Any]) -> type | None:
         return None
     hint = hints.get(params[1].name)
     return hint if isinstance(hint, type) and attrs.has(hint) else None
+
+
+async def maybe_await(result: Any) -> Any:
+    """The result of an app function that may be plain or a coroutine function."""
+    if inspect.isawaitable(result):
+        return await result
+    return result
