@@ -54,6 +54,7 @@ from ..protocol import (
 from ..protocol.wsframe import server_frame
 from .http import HandshakeRequest
 from .logs import LogBudget, quote
+from .meter import FRAME_COST, PING_COST, Meter
 from .outbox import Delivery, Outbox
 
 if TYPE_CHECKING:
@@ -73,12 +74,6 @@ _INBOX_SLACK = 256
 # holds it: an empty dict, the largest, takes 72 bytes), plus a fixed overhead.
 _VALUE_BYTES = 80
 _ENTRY_BYTES = 256
-# The rate limit meters work, not only packets (PROTOCOL.md section 12): a packet
-# costs one token, and one more per this many data values it holds; each frame (or
-# piece of a frame) parsed costs this fraction of a token; a ping costs one.
-_VALUES_PER_TOKEN = 100
-_FRAME_COST = 1 / 16
-_PING_COST = 1.0
 # Refusals in a row (at least; else ``burst``) after which a client that ignores
 # them is closed with 4000.
 _MIN_REFUSALS = 100
@@ -157,15 +152,12 @@ class Connection:
         "_inbox_limit",
         "_log_budget",
         "_lot",
+        "_meter",
         "_nursery",
         "_outbox",
         "_read_scope",
-        "_receive_at",
-        "_receive_budget",
         "_refusals",
         "_scope",
-        "_tokens",
-        "_tokens_at",
         "_worker",
         "_writing",
         "_ws",
@@ -219,14 +211,15 @@ class Connection:
         self.next_call_id = 1
         # A client just closed for abuse, back under a new connection, gets almost no
         # burst (a little: others behind the same address, a NAT, must still get in).
-        self._tokens = float(min(config.burst, _PENALIZED_BURST) if bus._handshakes.penalized(
-            request.remote) else config.burst)
-        self._tokens_at = trio.current_time()
-        self._receive_budget = float(config.max_frame + _RECEIVE)
-        self._receive_at = self._tokens_at
+        now = trio.current_time()
+        self._meter = Meter(
+            config.rate, config.burst,
+            float(min(config.burst, _PENALIZED_BURST) if bus._handshakes.penalized(
+                request.remote) else config.burst),
+            config.receive_rate, config.max_frame + _RECEIVE, now)
         self._errors = 0
         self._refusals = 0
-        self._log_budget = LogBudget(_LOG_BURST, _LOG_PER_SECOND, self._tokens_at)
+        self._log_budget = LogBudget(_LOG_BURST, _LOG_PER_SECOND, now)
         self._fragments: list[str | bytes] = []
         self._fragments_size = 0
         self._closing = False
@@ -505,7 +498,7 @@ class Connection:
             while discarded < _LINGER_BYTES and (data := await stream.receive_some(_RECEIVE)):
                 discarded += len(data)
                 if rate:
-                    await self._pace(len(data), rate)
+                    await self._pace(len(data))
 
     async def _read_loop(self) -> None:
         ws = self._ws
@@ -541,26 +534,23 @@ class Connection:
             if not await self._handle_events(ws):
                 return
             if receive_rate:
-                await self._pace(len(data), receive_rate)
+                await self._pace(len(data))
 
-    async def _pace(self, received: int, rate: int) -> None:
+    async def _pace(self, received: int) -> None:
         """Hold the next read while this connection is over ``receive_rate``.
 
         Parsing costs CPU per byte before any packet can be refused, so bytes are
         metered where they are cheapest to stop: not reading lets TCP push back on
         the client, at no cost to the server or to other connections.
         """
-        now = trio.current_time()
-        burst = self._bus.config.max_frame + _RECEIVE
-        self._receive_budget = min(
-            burst, self._receive_budget + (now - self._receive_at) * rate) - received
-        self._receive_at = now
-        if self._receive_budget < 0:
-            await trio.sleep(-self._receive_budget / rate)
+        delay = self._meter.received(received, trio.current_time())
+        if delay > 0:
+            await trio.sleep(delay)
 
     async def _handle_events(self, ws: WSConnection) -> bool:
         """Process what wsproto parsed; False once the connection must end."""
-        metered = self._bus.config.rate > 0
+        meter = self._meter
+        metered = meter.metered
         for parsed, event in enumerate(ws.events(), 1):
             if parsed % _FRAMES_PER_YIELD == 0:
                 # wsproto parses lazily, so this also bounds the parsing done at once.
@@ -572,12 +562,12 @@ class Connection:
                     or (isinstance(event, Message) and event.message_finished)):
                 # A message in one frame costs its one token; its further pieces,
                 # and control frames but pings (charged below), cost a fraction.
-                self._tokens -= _FRAME_COST
+                meter.charge(FRAME_COST)
             if isinstance(event, Message):
                 if not self._on_message(event):
                     return False
             elif isinstance(event, Ping):
-                if metered and not self._take_token(_PING_COST):
+                if metered and not meter.take(PING_COST, trio.current_time()):
                     # Unanswered: a ping flood must not cost a write per ping.
                     if not self._refused():
                         return False
@@ -649,7 +639,7 @@ class Connection:
         if self._closing:
             return True
         config = self._bus.config
-        if config.rate and not self._take_token(1.0):
+        if config.rate and not self._meter.take(1.0, trio.current_time()):
             return self._refuse(message, RateLimited("rate limit exceeded; slow down"))
         inbox = self._inbox
         if inbox and not self._fits(len(message) + _ENTRY_BYTES):
@@ -707,8 +697,7 @@ class Connection:
     def _charge_values(self) -> int:
         """Charge the rate limit for the data values just decoded; their number."""
         values = self._codec.elements
-        if self._bus.config.rate and values >= _VALUES_PER_TOKEN:
-            self._tokens -= values // _VALUES_PER_TOKEN
+        self._meter.charge_values(values)
         return values
 
     def _wake_worker(self) -> None:
@@ -763,19 +752,6 @@ class Connection:
         if self._errors >= self._bus.config.max_errors:
             self._abort(CloseCode.TOO_MANY_ERRORS, f"{self._errors} protocol errors in a row")
             return False
-        return True
-
-    def _take_token(self, cost: float) -> bool:
-        config = self._bus.config
-        now = trio.current_time()
-        # Frames and data values are charged after the fact and may leave the bucket
-        # below zero; the debt is bounded so that a connection always recovers.
-        self._tokens = max(-float(config.burst), min(
-            float(config.burst), self._tokens + (now - self._tokens_at) * config.rate))
-        self._tokens_at = now
-        if self._tokens < cost:
-            return False
-        self._tokens -= cost
         return True
 
     def _on_reply(self, packet: Ack | ErrorReply) -> None:
