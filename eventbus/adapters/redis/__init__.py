@@ -1,0 +1,87 @@
+"""The Redis adapter: the nodes of a bus in several processes, on one machine or many.
+
+Install it with the ``redis`` extra (``pip install eventbus[redis]``), which brings
+coredis, a Redis client that runs on trio::
+
+    adapter = RedisAdapter("redis://127.0.0.1:6379/0", prefix="myapp")
+
+Keys and channels
+-----------------
+Every name starts with the prefix (``eventbus`` by default), so that two apps can
+share one Redis; the keys and the channel of one room share one hash tag,
+``{prefix:room}``, so that they live in one slot of a Redis Cluster:
+
+========================  =========================================================
+``{P:R}:m``               the room's position: a hash ``e`` (epoch), ``s`` (seq),
+                          kept ``room_ttl`` (30 days) after its last use
+``{P:R}:p``               the room's members: a hash ``sid -> node``
+``{P:R}:c``               the room's channel: its messages and the signals to its
+                          nodes
+``P:node:<id>``           a node's channel: signals to that node, and its probes
+``P:alive:<id>``          a node's liveness: a key that lives ``liveness_ttl``
+========================  =========================================================
+
+One Lua script per publish (``_PUBLISH``) creates the room's epoch if it is missing,
+takes the next seq with ``HINCRBY`` and ``PUBLISH``\\ es the message, its position
+written in, to the room's channel; it returns the position and how many
+subscribers (nodes: each has one subscription) received it. Positions are
+therefore decided once, in Redis, for every node. :meth:`RedisAdapter.subscribe`
+and :meth:`~RedisAdapter.position` run a second script that creates the epoch if
+it is missing, so that a room with no message yet has a position too.
+
+A node subscribes to the channels of the rooms it has members in: on its first
+member (:meth:`~RedisAdapter.subscribe` returns once Redis confirmed the
+subscription), and ``linger`` seconds after its last member left, so that members
+coming and going cost no churn. This uses plain ``PUBLISH``/``SUBSCRIBE``, whose
+receiver count is exact on a standalone Redis. (On a Redis Cluster it is not:
+that needs sharded pub/sub, ``SPUBLISH``/``SSUBSCRIBE``, with one subscription
+per shard; the layout is ready for it, the adapter does not do it yet.)
+
+Messages between nodes are msgpack arrays that start with a version number,
+``[1, kind, ...]``. A message that this version cannot read (a newer version, an
+unknown kind, a malformed one) is counted (``undecodable``) and logged, at most a
+line every 10 seconds, never a crash.
+
+What you can rely on
+--------------------
+* **Order.** :meth:`~RedisAdapter.publish_nowait`, :meth:`~RedisAdapter.publish`,
+  :meth:`~RedisAdapter.signal` and :meth:`~RedisAdapter.signal_nowait` go through
+  one ordered queue of ``queue_size`` messages, sent in pipelines by one task: the
+  messages of one node reach Redis, and so every node, in the order it sent them.
+* **Unavailable.** Over that bound, or while the adapter is not connected, the
+  calls raise :exc:`eventbus.Unavailable` at once, and the message is counted as
+  lost (``lost_sent``). Nothing is buffered for later.
+* **Outages.** When Redis goes away the adapter says so once in the log, turns
+  ``DISCONNECTED``, and reconnects by itself with backoff (``backoff``, from 0.1 s
+  up to 5 s, with jitter), resubscribing to every room and restoring this node's
+  presence. The node keeps serving; only what crosses Redis fails. What was
+  queued when the connection broke is lost (``lost_sent``); what was on the wire
+  may or may not have been delivered (``unconfirmed``). A Redis restarted without
+  persistence starts new epochs for every room.
+* **Loss on the receiving side.** Each node remembers the last position it
+  received per room. A jump in seqs (this node was not subscribed while others
+  published) and, after a reconnection, the distance to the room's position, are
+  counted in ``lost_received``, as are the messages dropped because this node's
+  inbox (``inbox_size``, between Redis and the node) was full. When a room's epoch
+  changed meanwhile (Redis lost its data), the new epoch's messages this node
+  missed are counted (an epoch starts at seq 1), but not how many of the old
+  epoch's last ones it missed: ``epochs_lost`` counts those rooms.
+* **Broken and deaf subscriptions.** A subscription that breaks while commands
+  still work (Redis closed it, say for its output-buffer limit) is made again at
+  once (``resubscriptions``), and what this node missed meanwhile is counted; the
+  node stays ``CONNECTED``, its outgoing messages unaffected. When no message has
+  arrived for ``probe_interval`` seconds (5 s), the adapter publishes a probe to
+  its own node's channel; if Redis counts no subscriber there, or the probe does
+  not come back within ``probe_timeout`` (2 s), the subscription is deaf and is
+  made again the same way (``deaf_repairs``): within about 7 s at the defaults.
+* **Presence after a crash.** A node refreshes its liveness key every
+  ``refresh_interval`` seconds (3 s); :meth:`~RedisAdapter.members` leaves out,
+  and removes, the members of nodes whose key expired. So the members of a node
+  that died without saying goodbye (SIGKILL, a lost machine) disappear from
+  :meth:`~RedisAdapter.members` within ``liveness_ttl`` seconds (10 s) of its
+  death. A node that stops normally removes its members at once.
+"""
+
+from .adapter import RedisAdapter
+
+__all__ = ["RedisAdapter"]
