@@ -1,22 +1,25 @@
 """Render a results file of benchmarks/run.py as markdown with a plot.
 
     python benchmarks/report.py benchmarks/results/latest.json docs/benchmarks.md
+    python benchmarks/report.py --sections benchmarks/results/scaleout.json docs/benchmarks.md
 
 Writes the markdown file and a PNG beside it (same name, .png). Needs matplotlib
 (benchmarks/requirements.txt; run.py calls this with benchmarks/.venv-peers).
+
+``--sections`` writes only the two sections made from a ``run.py --scaleout`` run
+("Scale-out: fan-out across nodes", "No regression: W2 before and after the adapter
+seam") into an existing page, between their markers, and draws nothing (standard
+library only). A full report includes those sections too, from
+benchmarks/results/scaleout.json, when that file exists.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
 from typing import Any
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 ORDER = ["eventbus", "socketio-py", "socketio-node", "trio-websocket", "wsproto"]
 SHORT = {
@@ -89,6 +92,11 @@ def titles_for(meta: dict[str, Any]) -> dict[str, str]:
 
 
 def plot(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     meta = results["meta"]
     summary = results["summary"]
     titles = titles_for(meta)
@@ -205,6 +213,8 @@ def markdown(results: dict[str, Any], png_name: str) -> str:
             + (", with uncommitted changes to: "
                + ", ".join(f"`{line[3:]}`" for line in changes.splitlines()) + "."
                if changes else ", with no uncommitted changes to `eventbus/`.") + "\n")
+    if SCALEOUT_JSON.is_file():
+        add(SCALEOUT_POINTER + "\n")
     add(f"![benchmark results]({png_name})\n")
 
     add("## Summary\n")
@@ -292,7 +302,7 @@ def markdown(results: dict[str, Any], png_name: str) -> str:
         add("A run with a loss or an error is a failed run and gives no number:\n")
         for r in failed:
             errors = "; ".join((r.get("errors") or [])[:3])
-            add(f"- {r['workload']} {SHORT[r['server']]}, repetition {r['rep']}: "
+            add(f"- {r['workload']} {SHORT.get(r['server'], r['server'])}, repetition {r['rep']}: "
                 f"losses {r.get('losses')}; {errors}")
         add("")
 
@@ -310,6 +320,12 @@ def markdown(results: dict[str, Any], png_name: str) -> str:
             for pct, name in top["self"][:12]:
                 add(f"| {pct:.1f} | `{name}` |")
             add("")
+
+    # The scale-out and before/after figures come from a run of their own.
+    if SCALEOUT_JSON.is_file():
+        with contextlib.suppress(ValueError, KeyError):
+            add(sections_markdown(json.loads(SCALEOUT_JSON.read_text()),
+                                  further_runs(SCALEOUT_JSON)))
 
     # What the numbers do not say by themselves (a missed target: why, and what
     # was tried) is written by people, in a file kept beside the runner.
@@ -423,7 +439,7 @@ def _saturation_text(meta: dict[str, Any], summary: dict[str, Any]) -> str:
             scpu = entry.get("server_cpu")
             if not cpu:
                 continue
-            text = f"{workload} {SHORT[server]} ({_pct(cpu)} / {_pct(scpu)})"
+            text = f"{workload} {SHORT.get(server, server)} ({_pct(cpu)} / {_pct(scpu)})"
             server_busy = bool(scpu and scpu["median"] >= SERVER_BOUND)
             if entry["loadgen_saturated_runs"]:
                 runs = entry["runs"] - entry["failed"]
@@ -510,6 +526,7 @@ def _how_to_run() -> str:
         "python3 benchmarks/run.py --quick    # seconds, tiny sizes, eventbus only\n"
         "python3 benchmarks/run.py --servers eventbus,socketio-py --workloads W1,W2 --reps 5\n"
         "python3 benchmarks/run.py --workloads W1,W2 --reps 1 --profile W1,W2   # + py-spy\n"
+        "python3 benchmarks/run.py --scaleout --nice -10 --profile W2   # the scale-out sections\n"
         "```\n\n"
         "Needs Python 3.11+, Node 18+ with npm, `taskset`, and the registries (first run "
         "only): `run.py` runs `npm ci` in `benchmarks/` (ws, bufferutil, @msgpack/msgpack, "
@@ -526,6 +543,13 @@ def _how_to_run() -> str:
 
 
 def main() -> None:
+    if sys.argv[1] == "--sections":
+        results = json.loads(Path(sys.argv[2]).read_text())
+        report_path = Path(sys.argv[3])
+        doc = report_path.read_text() if report_path.exists() else ""
+        report_path.write_text(insert_sections(doc, sections_markdown(
+            results, further_runs(Path(sys.argv[2])))))
+        return
     results_path = Path(sys.argv[1])
     report_path = Path(sys.argv[2])
     results = json.loads(results_path.read_text())
@@ -533,6 +557,429 @@ def main() -> None:
     report_path.parent.mkdir(parents=True, exist_ok=True)
     plot(results, png)
     report_path.write_text(markdown(results, png.name))
+
+
+# --- the sections of a variants run (run.py --scaleout) ---------------------------------
+
+SECTIONS_BEGIN = ("<!-- scaleout:begin: written by `benchmarks/run.py --scaleout` from "
+                  "benchmarks/results/scaleout.json; edit benchmarks/report.py or "
+                  "benchmarks/SCALEOUT.md instead -->")
+SECTIONS_END = "<!-- scaleout:end -->"
+SCALEOUT_JSON = Path(__file__).with_name("results") / "scaleout.json"
+LATEST_JSON = Path(__file__).with_name("results") / "latest.json"
+W2_CPU_TARGET_US = 5.5  # the issue's target for W2, in-memory adapter
+SCALEOUT_POINTER = (
+    "Fan-out across two nodes through Redis, and W2 before and after the adapter seam, "
+    "come from a run of their own (`run.py --scaleout`): "
+    "[Scale-out](#scale-out-fan-out-across-nodes) and "
+    "[No regression](#no-regression-w2-before-and-after-the-adapter-seam), below.")
+
+
+def _med(stat: dict[str, float] | None, scale: float = 1.0) -> str:
+    return fmt(stat["median"] * scale) if stat else "-"
+
+
+def _roles(meta: dict[str, Any]) -> tuple[str | None, str | None, list[str]]:
+    """(before, after, the Redis variants) of a variants run."""
+    roles = meta.get("scaleout")
+    if roles:
+        return roles["before"], roles["after"], list(roles["redis"])
+    variants = meta.get("variants") or {}
+    memory = [s for s in meta["servers"] if variants.get(s, {}).get("adapter") == "memory"]
+    redis = [s for s in meta["servers"] if variants.get(s, {}).get("adapter") == "redis"]
+    before = memory[0] if len(memory) > 1 else None
+    after = memory[-1] if memory else None
+    return before, after, redis
+
+
+def _commit_text(meta: dict[str, Any], server: str) -> str:
+    v = (meta.get("variants") or {}).get(server) or {}
+    if not v.get("commit"):
+        return "the working tree"
+    ref = f" ({v['ref']})" if v.get("ref") and v["ref"] != v["commit"] else ""
+    return f"`{v['commit']}`{ref}"
+
+
+def _ratio(stat: dict[str, float] | None) -> str:
+    return spread(stat) + "x" if stat else "-"
+
+
+def _command(meta: dict[str, Any]) -> str:
+    """The run.py command line of a --scaleout run like this one."""
+    parts = ["python3 benchmarks/run.py", "--scaleout"]
+    before = (meta.get("scaleout") or {}).get("before", "")
+    commit = ((meta.get("variants") or {}).get(before) or {}).get("ref")
+    if commit and commit != "3fb6785":
+        parts.append(f"--before {commit}")
+    if meta.get("quick"):
+        parts.append("--quick")
+    if meta.get("reps") != (1 if meta.get("quick") else 3):
+        parts.append(f"--reps {meta['reps']}")
+    if meta.get("nice"):
+        parts.append(f"--nice {meta['nice']}")
+    profiled = sorted({key.split()[0] for key in meta.get("profiles") or {}})
+    if profiled:
+        parts.append("--profile " + ",".join(profiled))
+    return " ".join(parts)
+
+
+def _pair(summary: dict[str, Any], after: str, before: str) -> dict[str, Any] | None:
+    pair: dict[str, Any] | None = (summary.get("pairs") or {}).get(f"{after} / {before}")
+    return pair
+
+
+def _noise_text(meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    good = [r for r in runs if r.get("ok")]
+    foreign = sorted(r["cpu"]["foreign_cpu"] for r in good
+                     if (r.get("cpu") or {}).get("foreign_cpu") is not None)
+    loads = sorted(r["loadavg_before"][0] for r in runs if r.get("loadavg_before"))
+    contended = sum(1 for r in good if r.get("contended"))
+    attempts = sum(r.get("attempt", 1) for r in runs)
+    lines = [
+        f"Run of {meta['started']}, {meta['reps']} repetition"
+        f"{'s' if meta['reps'] != 1 else ''} of every configuration in a rotating order "
+        f"(each repetition starts one further along), "
+        f"{max(1, round(meta['elapsed_s'] / 60))} min. Each server ran from its commit's "
+        "`eventbus` package, extracted with `git archive` (not from the working tree): "
+        + "; ".join(f"`{v['commit']}` {v['subject']}" for v in {
+            v["commit"]: v for v in (meta.get("variants") or {}).values()
+            if v.get("commit")}.values())
+        + f". The machine ({meta['machine']['cpus']} cores, "
+        f"{meta['machine']['cpu_model']}) was shared with other engineers' test runs "
+        "throughout:",
+        "",
+    ]
+    waits = sorted(r["waited_s"] for r in runs if r.get("waited_s") is not None)
+    if loads:
+        lines.append(f"- load average (1 min) before each run: {loads[0]:.2f} to "
+                     f"{loads[-1]:.2f} (median {loads[len(loads) // 2]:.2f}), on "
+                     f"{meta['machine']['cpus']} cores; it counts our own processes too "
+                     "(a server and the load generator keep about 2 busy during a run, and "
+                     "the 1-minute average decays slowly), so it overstates other work;")
+    if waits:
+        lines.append(f"- the wait for a quiet machine before each run: {waits[0]:.0f} to "
+                     f"{waits[-1]:.0f} s;")
+    if foreign:
+        repeated = attempts - len(runs)
+        lines.append(f"- CPU that other processes took during the timed part of a run (from "
+                     f"`/proc/stat`, what is left after ours): {foreign[0]:.2f} to "
+                     f"{foreign[-1]:.2f} cores (median {foreign[len(foreign) // 2]:.2f}); "
+                     + (f"{contended} of {len(good)} runs stayed *contended* (over "
+                        f"{meta['contended_threshold']} cores)" if contended else
+                        f"no run ended *contended* (over {meta['contended_threshold']} "
+                        "cores)")
+                     + (f", after {repeated} run{'s' if repeated != 1 else ''} repeated for "
+                        "it;" if repeated else ", and none was repeated;"))
+    lines.append("- `uptime` at the start, after each repetition and at the end: "
+                 + "; ".join(f"`{u.split('load average:')[-1].strip()}`"
+                             for u in meta.get("uptime") or [] if u) + ".")
+    nice = meta.get("nice")
+    lines.append("")
+    lines.append(
+        "Against that: before each run the runner waited (up to "
+        f"{meta.get('quiet_wait', 60):.0f} s, then 5 s once a wait had run out) for "
+        "the machine to go quiet"
+        + (f"; every process of ours (servers, load generator, redis-server) ran at nice "
+           f"{nice}, their sessions' autogroups too" if nice else "")
+        + "; and the figures compared are CPU time per delivery from each process's own "
+        "`/proc/<pid>/stat` (utime+stime), which other work changes far less than it "
+        "changes wall-clock throughput. The deliveries/s columns are the noisy ones.\n")
+    return "\n".join(lines)
+
+
+def further_runs(results_path: Path) -> list[dict[str, Any]]:
+    """More runs of a --scaleout run's before/after pair: the results files
+    ``scaleout-*.json`` beside it (e.g. ``run.py --servers eventbus@3fb6785,eventbus@<HEAD>
+    --workloads W2 --reps 5 --out benchmarks/results/scaleout-confirm.json``) that ran
+    both of its in-memory variants; the others are left out."""
+    out = []
+    for path in sorted(results_path.parent.glob("scaleout-*.json")):
+        with contextlib.suppress(OSError, ValueError):
+            out.append(json.loads(path.read_text()) | {"path": path.name})
+    return out
+
+
+def _cost_pairs(results: dict[str, Any], before: str, after: str) -> tuple[
+        list[float], list[float], list[float]]:
+    """Per repetition of W2: (before's, after's) server CPU per delivery, and their ratio."""
+    b_costs, a_costs, ratios = [], [], []
+    for rep in sorted({r["rep"] for r in results["runs"]}):
+        mine = {r["server"]: r["metrics"].get("server_us_per_op") for r in results["runs"]
+                if r["rep"] == rep and r["workload"] == "W2" and r["ok"]}
+        if mine.get(before):
+            b_costs.append(mine[before])
+        if mine.get(after):
+            a_costs.append(mine[after])
+        if mine.get(before) and mine.get(after):
+            ratios.append(mine[after] / mine[before])
+    return b_costs, a_costs, ratios
+
+
+def _stat(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    middle = len(ordered) // 2
+    median = ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+    return {"median": median, "min": ordered[0], "max": ordered[-1], "n": len(ordered)}
+
+
+def _further_text(results: dict[str, Any], more: list[dict[str, Any]], before: str,
+                  after: str) -> str:
+    matching = [m for m in more if before in m["meta"]["servers"]
+                and after in m["meta"]["servers"]]
+    if not matching:
+        return ""
+    b_all, a_all, r_all = _cost_pairs(results, before, after)
+    lines = ["Further runs of the same pair (W2, same settings; files "
+             "`benchmarks/results/scaleout-*.json`), and all runs pooled. The last two "
+             "columns say how busy the machine was: the 1-minute load average before "
+             "each run (ours included) and the CPU other processes took during it:\n",
+             "| run | repetitions | before µs per delivery | after µs per delivery | "
+             "after / before | load average | other processes, cores |",
+             "|---|---|---|---|---|---|---|",
+             f"| {results['meta']['started']} (above) | {results['meta']['reps']} | "
+             f"{spread(_stat(b_all))} | {spread(_stat(a_all))} | {_ratio(_stat(r_all))} | "
+             f"{_busy(results, before, after)} |"]
+    commands = []
+    for m in matching:
+        b, a, r = _cost_pairs(m, before, after)
+        b_all += b
+        a_all += a
+        r_all += r
+        lines.append(f"| {m['meta']['started']} (`{m['path']}`) | {m['meta']['reps']} | "
+                     f"{spread(_stat(b))} | {spread(_stat(a))} | {_ratio(_stat(r))} | "
+                     f"{_busy(m, before, after)} |")
+        commands.append(f"python3 benchmarks/run.py --servers {','.join(m['meta']['servers'])} "
+                        f"--workloads {','.join(m['meta']['workloads'])} --reps "
+                        f"{m['meta']['reps']}" + (f" --nice {m['meta']['nice']}"
+                                                  if m["meta"].get("nice") else "")
+                        + f" --out benchmarks/results/{m['path']} --no-report")
+    lines.append(f"| **all** | {len(r_all)} | {spread(_stat(b_all))} | "
+                 f"{spread(_stat(a_all))} | {_ratio(_stat(r_all))} | | |")
+    lines += ["", "The further runs were made with:", "", "```sh", *commands, "```"]
+    return "\n".join(lines) + "\n"
+
+
+def _busy(results: dict[str, Any], before: str, after: str) -> str:
+    mine = [r for r in results["runs"] if r["server"] in (before, after) and r["ok"]]
+    loads = _stat([r["loadavg_before"][0] for r in mine if r.get("loadavg_before")])
+    other = _stat([r["cpu"]["foreign_cpu"] for r in mine
+                   if (r.get("cpu") or {}).get("foreign_cpu") is not None])
+    load_text = f"{loads['min']:.2f}-{loads['max']:.2f}" if loads else "-"
+    other_text = f"{other['median']:.2f} (max {other['max']:.2f})" if other else "-"
+    return f"{load_text} | {other_text}"
+
+
+def sections_markdown(results: dict[str, Any], more: list[dict[str, Any]] | None = None) -> str:
+    """The "Scale-out" and "No regression" sections of docs/benchmarks.md; ``more``:
+    further runs of the before/after pair (:func:`further_runs`)."""
+    meta = results["meta"]
+    runs = results["runs"]
+    summary = results["summary"]["W2"]
+    servers = summary["servers"]
+    params = meta["params"]["W2"]
+    before, after, redis = _roles(meta)
+    variants = meta.get("variants") or {}
+    out: list[str] = [SECTIONS_BEGIN, ""]
+    add = out.append
+
+    # --- scale-out -----------------------------------------------------------------
+    add("## Scale-out: fan-out across nodes\n")
+    members, messages = params["members"], params["messages"]
+    add(f"W2 as above ({members} members in one room, one more member publishing "
+        f"{messages:,} messages of ~100 bytes with a window of {params['window']}: "
+        f"{members * messages:,} deliveries, all checked), in three configurations side by "
+        f"side in one run, all at {_commit_text(meta, after) if after else 'HEAD'}:\n")
+    add("- **in-memory adapter, one node** (the default, no Redis): the reference;")
+    add("- **Redis adapter, one node** (`eventbus serve APP --redis URL`): every publish "
+        "goes through Redis (one Lua script takes the room's position and publishes) and "
+        "comes back to the node over its subscription before the node delivers it;")
+    add(f"- **Redis adapter, two nodes**: two `eventbus serve` processes on their own "
+        f"ports, one bus through one Redis; the load generator connects half the members "
+        f"to each node (member *i* to node *i* mod 2: "
+        f"{members // 2 + members % 2} and {members // 2}) and publishes from node 1.\n")
+    add("Redis is a `redis-server` (" + (meta["versions"].get("redis", {})
+                                         .get("redis-server", "?")) + ") that the runner "
+        "starts for the run on a free port on 127.0.0.1 (`--save \"\" --appendonly no`) "
+        "and stops after; each run has its own key prefix.\n")
+    add("**The cores are oversubscribed**, and the wall-clock figures say little about "
+        "scaling: the machine has 2 cores; every eventbus node is pinned to core 0, the "
+        "load generator and redis-server to core 1. The two nodes therefore share one "
+        "core, and the load generator (which already needs most of its core for one node) "
+        "shares its core with Redis. Deliveries/s here measure one core's worth of "
+        "eventbus, not two; more nodes on more cores is what scale-out is for, and this "
+        "machine cannot show it. **The fair figure is CPU time per delivery per node**: "
+        "each node's own CPU time (utime+stime from `/proc/<pid>/stat`, over the timed "
+        "part) divided by the deliveries to the members connected to that node. *All "
+        "nodes* is the nodes' CPU time together over all deliveries (what the bus spends "
+        "per delivery); redis-server's CPU time per delivery is listed on its own.\n")
+    add("| Configuration | deliveries/s | s until the last member has all | "
+        "CPU µs per delivery, all nodes | node 1 (publisher's) | node 2 | redis-server | "
+        "nodes' CPU (share of core 0) | load generator CPU | runs |")
+    add("|---|---|---|---|---|---|---|---|---|---|")
+    for server in [s for s in [after, *redis] if s and s in servers]:
+        entry = servers[server]
+        nodes = entry.get("nodes") or []
+        v = variants.get(server, {})
+        name = ("in-memory, 1 node" if v.get("adapter") == "memory" else
+                f"Redis, {v.get('nodes', 1)} node{'s' if v.get('nodes', 1) > 1 else ''}")
+        node_cells = [spread(n.get("us_per_delivery")) for n in nodes[:2]]
+        node_cells += ["-"] * (2 - len(node_cells))
+        if len(nodes) < 2:
+            node_cells[0] = "(= all nodes)"
+        redis_cpu = spread(entry.get("redis_us_per_op")) if entry.get("redis_us_per_op") \
+            else "-"
+        runs_text = f"{entry['runs'] - entry['failed']}/{entry['runs']} ok"
+        if entry.get("contended_runs"):
+            runs_text += f" ({entry['contended_runs']} contended)"
+        sat = " ⚠ saturated" if entry.get("loadgen_saturated_runs") else ""
+        add(f"| {name} | {spread(entry.get('deliveries_per_s'))} | "
+            f"{spread(entry.get('seconds_to_last_delivery'))} | "
+            f"{spread(entry.get('server_us_per_op'))} | {' | '.join(node_cells)} | "
+            f"{redis_cpu} | {_pct(entry.get('server_cpu'))} | "
+            f"{_pct(entry.get('loadgen_cpu'))}{sat} | {runs_text} |")
+    add("")
+    if after:
+        rows = []
+        for server in [s for s in redis if s in servers]:
+            pair = _pair(summary, server, after)
+            if not pair:
+                continue
+            v = variants.get(server, {})
+            name = f"Redis, {v.get('nodes', 1)} node{'s' if v.get('nodes', 1) > 1 else ''}"
+            per_node = [_ratio(n) for n in pair.get("node_us_per_op") or []]
+            per_node += ["-"] * (2 - len(per_node))
+            if v.get("nodes", 1) < 2:
+                per_node = ["(= all nodes)", "-"]
+            rows.append(f"| {name} | {_ratio(pair.get('deliveries_per_s'))} | "
+                        f"{_ratio(pair.get('server_us_per_op'))} | {' | '.join(per_node[:2])} |")
+        if rows:
+            add("Ratios to the in-memory node, within each repetition (median, min-max), "
+                "CPU per delivery: above 1 costs more than one node alone:\n")
+            add("| Configuration | deliveries/s, / in-memory | CPU per delivery, all nodes, / "
+                "in-memory | node 1, / in-memory | node 2, / in-memory |")
+            add("|---|---|---|---|---|")
+            out.extend(rows)
+            add("")
+
+    # --- before and after -----------------------------------------------------------
+    add("## No regression: W2 before and after the adapter seam\n")
+    if before and after and before in servers and after in servers:
+        b, a = servers[before], servers[after]
+        add(f"W2 with the in-memory adapter on one node, *before* at "
+            f"{_commit_text(meta, before)} (the start of the work on the adapter seam and "
+            f"the Redis adapter) and *after* at {_commit_text(meta, after)}, side by side "
+            "in the same run "
+            "(the same repetitions and rotation as above). The server of *before* runs "
+            "from that commit's `eventbus` package, extracted with `git archive` and put "
+            "first on `PYTHONPATH`; both serve the same app "
+            "(`benchmarks/apps/eventbus_app.py`) to the same load generator.\n")
+        add("| eventbus | deliveries/s | s until the last member has all | server CPU µs "
+            "per delivery | server CPU | load generator CPU | runs |")
+        add("|---|---|---|---|---|---|---|")
+        for label, entry in (("before", b), ("after", a)):
+            server = before if label == "before" else after
+            runs_text = f"{entry['runs'] - entry['failed']}/{entry['runs']} ok"
+            if entry.get("contended_runs"):
+                runs_text += f" ({entry['contended_runs']} contended)"
+            sat = " ⚠ saturated" if entry.get("loadgen_saturated_runs") else ""
+            add(f"| {label}: `{(variants.get(server) or {}).get('commit', server)}` | "
+                f"{spread(entry.get('deliveries_per_s'))} | "
+                f"{spread(entry.get('seconds_to_last_delivery'))} | "
+                f"{spread(entry.get('server_us_per_op'))} | {_pct(entry.get('server_cpu'))} | "
+                f"{_pct(entry.get('loadgen_cpu'))}{sat} | {runs_text} |")
+        add("")
+        pair = _pair(summary, after, before)
+        if pair:
+            cost, speed = pair.get("server_us_per_op"), pair.get("deliveries_per_s")
+            add(f"**After / before**, within each repetition: server CPU per delivery "
+                f"{_ratio(cost)} (below 1: cheaper after); deliveries/s {_ratio(speed)}.")
+        median = (a.get("server_us_per_op") or {}).get("median")
+        if median is not None:
+            reference = ""
+            with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+                latest = json.loads(LATEST_JSON.read_text())
+                ref = latest["summary"]["W2"]["servers"]["eventbus"]["server_us_per_op"]
+                reference = (f" ({fmt(ref['median'])} µs in the main table above, run at "
+                             f"`{latest['meta']['git']}`)")
+            ok = "✅ met" if median <= W2_CPU_TARGET_US else "❌ missed"
+            add(f"The issue's target, W2 server CPU per delivery at most "
+                f"{W2_CPU_TARGET_US} µs with the in-memory adapter{reference}: "
+                f"{fmt(median)} µs after, {ok}.\n")
+        add(_further_text(results, more or [], before, after))
+        add(_profile_comparison(meta, before, after))
+    else:
+        add("(This run had no before/after pair of in-memory variants.)\n")
+
+    # What the numbers do not say by themselves, written by people.
+    notes = Path(__file__).with_name("SCALEOUT.md")
+    if notes.is_file():
+        add(notes.read_text().rstrip() + "\n")
+    add("### Method and noise (both sections)\n")
+    add(_noise_text(meta, runs))
+    add("Reproduce (about "
+        f"{max(1, round(meta['elapsed_s'] / 60))} min here, plus the profiles):\n")
+    add("```sh\n"
+        f"{_command(meta)}\n"
+        "python3 benchmarks/run.py --quick --scaleout   # smoke test, seconds\n"
+        "python3 benchmarks/run.py --servers eventbus@3fb6785,eventbus,eventbus+redis2 "
+        "--workloads W2   # the working tree\n"
+        "```\n")
+    add(SECTIONS_END)
+    return "\n".join(out) + "\n"
+
+
+def _profile_comparison(meta: dict[str, Any], before: str, after: str) -> str:
+    profiles = meta.get("profiles") or {}
+    pb, pa = profiles.get(f"W2 {before}"), profiles.get(f"W2 {after}")
+    if not pb or not pa:
+        return ""
+    ub, ua = pb.get("server_us_per_op"), pa.get("server_us_per_op")
+
+    def shares(top: dict[str, Any], key: str) -> dict[str, float]:
+        return {name: pct for pct, name in top.get(key) or []}
+
+    lines = [
+        "Where the time goes, before and after: py-spy (`--nonblocking`, 200 Hz) on the "
+        "server during one more run of each (`--profile W2`, not in the figures above). "
+        "Share of samples with the function on top of the stack (self), and that share of "
+        "the profiled run's server CPU per delivery "
+        f"({fmt(ub)} µs before, {fmt(ua)} µs after; samples: {pb['samples']:,} before, "
+        f"{pa['samples']:,} after):\n",
+        "| function (self) | before % | before µs | after % | after µs | after - before µs |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    # Every function's self share (self_all), or the top of the list in older results.
+    sb = shares(pb, "self_all") or shares(pb, "self")
+    sa = shares(pa, "self_all") or shares(pa, "self")
+    names = sorted(set(sb) | set(sa), key=lambda n: (-max(sb.get(n, 0), sa.get(n, 0)), n))
+    for name in names[:14]:
+        b, a = sb.get(name, 0.0), sa.get(name, 0.0)
+        mb = b * ub / 100 if ub else None
+        ma = a * ua / 100 if ua else None
+        diff = f"{ma - mb:+.3f}" if mb is not None and ma is not None else "-"
+        lines.append(f"| `{name}` | {b:.1f} | {_us(mb)} | {a:.1f} | {_us(ma)} | {diff} |")
+    lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _us(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def insert_sections(doc: str, sections: str) -> str:
+    """``doc`` with its scale-out sections replaced by ``sections`` (or, the first
+    time, put in before the hand-written analysis, else before the method)."""
+    if "<!-- scaleout:begin" in doc and SECTIONS_END in doc:
+        head, _, rest = doc.partition("<!-- scaleout:begin")
+        _, _, tail = rest.partition(SECTIONS_END)
+        return head + sections.rstrip("\n") + tail
+    for anchor in ("\n## Targets missed", "\n## Method\n"):
+        if anchor in doc:
+            head, _, tail = doc.partition(anchor)
+            return head + "\n" + sections + anchor + tail
+    return doc.rstrip("\n") + "\n\n" + sections
 
 
 if __name__ == "__main__":

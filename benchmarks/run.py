@@ -5,6 +5,7 @@
     python3 benchmarks/run.py --quick         # seconds, tiny sizes, eventbus only
     python3 benchmarks/run.py --servers eventbus,socketio-py --workloads W1,W2 --reps 5
     python3 benchmarks/run.py --profile W1,W2 # afterwards, py-spy profiles of eventbus
+    python3 benchmarks/run.py --scaleout      # W2: before/after, and 1 or 2 nodes on Redis
 
 It sets up what it needs: ``npm ci`` in benchmarks/ (the ws load generator and the
 Node socket.io peer) and, when a Python peer runs or the report is drawn, the venv
@@ -19,6 +20,19 @@ timeout. A run with any loss or error is a failed run and gives no number.
 
 A full run writes benchmarks/results/latest.json and renders docs/benchmarks.md
 with docs/benchmarks.png; ``--quick`` writes benchmarks/results/quick.json only.
+
+Variants of the eventbus server (``--servers``), side by side with the others:
+``eventbus@REF`` runs the ``eventbus`` package of commit REF (extracted with ``git
+archive`` into benchmarks/results/tmp/server-<commit>/, first on PYTHONPATH) instead
+of the working tree; ``eventbus+redisN`` (or ``eventbus@REF+redisN``) runs N nodes
+of one bus joined through a Redis server that the runner starts on a free port for
+the run (``redis-server --save "" --appendonly no``, 127.0.0.1) and stops after;
+each run has its own key prefix. With N nodes (fan-out workloads only) the members
+are spread over the nodes, a lone publisher is on the first, and the CPU per
+delivery is reported per node too. ``--scaleout`` is the preset for the figures in
+docs/benchmarks.md: W2 at ``--before`` (3fb6785) and at HEAD, and at HEAD on Redis
+with one node and with two; it writes benchmarks/results/scaleout.json and the two
+sections of docs/benchmarks.md that come from it.
 """
 
 from __future__ import annotations
@@ -29,6 +43,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import resource
 import shutil
 import signal
@@ -37,6 +52,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +82,69 @@ ALIASES = {
     "trio_websocket": "trio-websocket",
 }
 PEER_PYTHON_SERVERS = {"socketio-py"}
+
+# eventbus at another commit and/or as N nodes through Redis: eventbus[@REF][+redis[N]].
+VARIANT = re.compile(r"^eventbus(?:@(?P<ref>[^+\s,]+))?(?:\+redis(?P<nodes>\d*))?$")
+# Workloads that several nodes serve (members spread over the nodes).
+MULTI_NODE_WORKLOADS = ["W2", "W4", "W5"]
+# --scaleout: "before" is the commit before the adapter seam and the Redis adapter.
+SCALEOUT_BEFORE = "3fb6785"
+SCALEOUT_RESULTS = "scaleout.json"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """An eventbus server: the working tree or a commit's package, one node alone (the
+    in-memory adapter) or ``nodes`` nodes through Redis."""
+
+    name: str
+    ref: str | None = None  # as given, e.g. HEAD
+    commit: str | None = None  # short hash; None: the working tree
+    subject: str = ""
+    nodes: int = 1
+    redis: bool = False
+
+    @property
+    def label(self) -> str:
+        where = f"eventbus at {self.commit}" if self.commit else "eventbus (working tree)"
+        if not self.redis:
+            return where + ", in-memory adapter"
+        return where + (", 1 node on Redis" if self.nodes == 1 else
+                        f", {self.nodes} nodes on Redis")
+
+    @property
+    def workloads(self) -> list[str]:
+        return MULTI_NODE_WORKLOADS if self.nodes > 1 else WORKLOADS
+
+
+VARIANTS: dict[str, Variant] = {"eventbus": Variant("eventbus")}
+
+
+def parse_variant(text: str) -> Variant | None:
+    match = VARIANT.match(text)
+    if match is None:
+        return None
+    ref, nodes_text = match.group("ref"), match.group("nodes")
+    redis = nodes_text is not None
+    nodes = int(nodes_text) if nodes_text else 1
+    if nodes < 1:
+        sys.exit(f"bench: {text}: at least one node")
+    commit = subject = None
+    if ref is not None:
+        commit = capture(["git", "rev-parse", "--short", f"{ref}^{{commit}}"])
+        if not commit:
+            sys.exit(f"bench: {text}: no commit {ref!r} in this repository")
+        subject = capture(["git", "log", "-1", "--format=%s", commit])
+    name = "eventbus" + (f"@{commit}" if commit else "") + (f"+redis{nodes}" if redis else "")
+    return Variant(name, ref, commit, subject or "", nodes, redis)
+
+
+def server_info(server: str) -> tuple[str, str, list[str]]:
+    """(label, generator flavor, workloads) of a server or an eventbus variant."""
+    if server in SERVERS:
+        return SERVERS[server]
+    variant = VARIANTS[server]
+    return variant.label, "eventbus", variant.workloads
 
 FULL: dict[str, dict[str, Any]] = {
     "W1": {"conns": 50, "warmup_s": 2, "duration_s": 10},
@@ -203,10 +282,10 @@ def free_port() -> int:
         return port
 
 
-def capture(cmd: list[str], cwd: Path = ROOT) -> str:
+def capture(cmd: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None) -> str:
     try:
         return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60,
-                              check=False).stdout.strip()
+                              check=False, env=env).stdout.strip()
     except OSError:
         return ""
 
@@ -261,15 +340,119 @@ def node_versions(node: str) -> dict[str, str]:
     return out
 
 
+# --- eventbus at another commit, and Redis ------------------------------------------------
+
+
+def server_tree(commit: str | None) -> Path:
+    """Where an eventbus server runs from: the working tree, or (for ``commit``) a copy
+    of the ``eventbus`` package at that commit with the benchmark app beside it (the
+    same directories as the abuse suite's ``--server-ref``)."""
+    if commit is None:
+        return ROOT
+    tree = LOGS / f"server-{commit}"
+    if not (tree / "eventbus").is_dir():
+        say(f"extracting eventbus at {commit} into {tree.relative_to(ROOT)}")
+        tree.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", commit, "eventbus"], cwd=ROOT,
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+    apps = tree / "benchmarks" / "apps"
+    apps.mkdir(parents=True, exist_ok=True)
+    # The app of the working tree, so that every variant serves the same app.
+    shutil.copy(HERE / "apps" / "eventbus_app.py", apps / "eventbus_app.py")
+    return tree
+
+
+def server_env(tree: Path) -> dict[str, str]:
+    """The environment of a server that must import ``eventbus`` from ``tree``: first
+    on PYTHONPATH, and the server runs in ``tree`` (``python -m`` puts the current
+    directory first on sys.path; the project's editable install comes last)."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    if tree != ROOT:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
+    return env
+
+
+def check_variant(python: str, variant: Variant) -> None:
+    """Exit unless the variant's interpreter imports eventbus from its tree and (for
+    Redis) its ``eventbus serve`` has --redis."""
+    tree = server_tree(variant.commit)
+    env = server_env(tree)
+    where = capture([python, "-c", "import eventbus; print(eventbus.__file__)"], tree, env)
+    if not where.startswith(str(tree / "eventbus")):
+        sys.exit(f"bench: {variant.name}: eventbus imports from {where or '(nothing)'}, "
+                 f"not from {tree}")
+    if variant.redis and "--redis" not in capture(
+            [python, "-m", "eventbus", "serve", "--help"], tree, env):
+        sys.exit(f"bench: {variant.name}: eventbus serve at "
+                 f"{variant.commit or 'the working tree'} has no --redis")
+
+
+class RedisServer:
+    """A redis-server of our own for the runs that need one: 127.0.0.1, a free port,
+    no persistence; started once, stopped at the end."""
+
+    def __init__(self, prefix: list[str], log: Path) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            sys.exit("bench: the +redis variants need redis-server (apt-get install "
+                     "redis-server)")
+        self.port = free_port()
+        self.log = log
+        self._log_file = log.open("wb")
+        self.proc = subprocess.Popen(
+            [*prefix, binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--protected-mode", "yes"],
+            stdout=self._log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            if self.ping():
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError("redis-server did not answer PING within 10 s")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def ping(self) -> bool:
+        with contextlib.suppress(OSError), socket.create_connection(
+                ("127.0.0.1", self.port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+        return False
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None and self.ping()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self._log_file.close()
+
+
 # --- one run ----------------------------------------------------------------------------
 
 
 class Server:
-    def __init__(self, name: str, cmd: list[str], cwd: Path, log: Path) -> None:
+    def __init__(self, name: str, cmd: list[str], cwd: Path, log: Path,
+                 env: dict[str, str] | None = None) -> None:
         self.name = name
         self.log = log
         self._log_file = log.open("wb")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = env or dict(os.environ, PYTHONUNBUFFERED="1")
         self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=self._log_file,
                                      stderr=subprocess.STDOUT, env=env,
                                      start_new_session=True)
@@ -326,6 +509,8 @@ class Runner:
         self.pin = shutil.which("taskset") is not None and (os.cpu_count() or 1) >= 2
         self.clock_ticks = os.sysconf("SC_CLK_TCK")
         self.busy = False
+        self._redis: RedisServer | None = None
+        self._runs = 0
 
     def taskset(self, core: int) -> list[str]:
         prefix = ["nice", "-n", str(self.args.nice)] if self.args.nice else []
@@ -339,52 +524,97 @@ class Runner:
             with contextlib.suppress(OSError):
                 Path(f"/proc/{pid}/autogroup").write_text(str(self.args.nice))
 
-    def server_cmd(self, server: str, port: int) -> tuple[list[str], Path]:
+    def server_cmd(self, server: str, port: int) -> tuple[list[str], Path, dict[str, str]]:
         apps = HERE / "apps"
-        if server == "eventbus":
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if server in VARIANTS:
+            tree = server_tree(VARIANTS[server].commit)
             return [self.eventbus_python, "-m", "eventbus", "serve",
                     "benchmarks.apps.eventbus_app:bus", "--port", str(port),
-                    "--log-level", "warning"], ROOT
+                    "--log-level", "warning"], tree, server_env(tree)
         if server == "socketio-py":
             assert self.peers_python is not None
             return [str(self.peers_python), str(apps / "socketio_app.py"), "--port",
-                    str(port)], ROOT
+                    str(port)], ROOT, env
         if server == "socketio-node":
-            return [self.node, str(apps / "socketio_server.mjs"), "--port", str(port)], HERE
+            return [self.node, str(apps / "socketio_server.mjs"), "--port", str(port)], HERE, \
+                env
         if server == "trio-websocket":
             return [self.eventbus_python, str(apps / "trio_websocket_echo.py"), "--port",
-                    str(port)], ROOT
+                    str(port)], ROOT, env
         if server == "wsproto":
             return [self.eventbus_python, str(apps / "wsproto_echo.py"), "--port",
-                    str(port)], ROOT
+                    str(port)], ROOT, env
         raise ValueError(server)
+
+    def redis(self) -> RedisServer:
+        """Our Redis server, started on first use (and again if it died)."""
+        if self._redis is not None and not self._redis.alive():
+            say("  redis-server is gone: starting another")
+            self._redis.stop()
+            self._redis = None
+        if self._redis is None:
+            LOGS.mkdir(parents=True, exist_ok=True)
+            self._redis = RedisServer(self.taskset(1), LOGS / "redis-server.log")
+            self.prioritize(self._redis.pid)
+            say(f"redis-server on 127.0.0.1:{self._redis.port} (pid {self._redis.pid})")
+        return self._redis
+
+    def close(self) -> None:
+        if self._redis is not None:
+            self._redis.stop()
+            self._redis = None
 
     def run_one(self, server: str, workload: str, rep: int,
                 profile: bool = False) -> dict[str, Any]:
-        label, flavor, _ = SERVERS[server]
+        label, flavor, _ = server_info(server)
+        variant = VARIANTS.get(server)
+        nodes = variant.nodes if variant else 1
         params = self.params[workload]
-        port = free_port()
-        cmd, cwd = self.server_cmd(server, port)
         LOGS.mkdir(parents=True, exist_ok=True)
-        log = LOGS / f"{server}-{workload}-{rep}.log"
         record: dict[str, Any] = {
             "server": server, "label": label, "workload": workload, "rep": rep,
-            "params": params, "ok": False,
+            "params": params, "ok": False, "nodes": nodes,
+            "loadavg_before": _loadavg(),
         }
-        srv = Server(server, self.taskset(0) + cmd, cwd, log)
-        self.prioritize(srv.pid)
-        spy: subprocess.Popen[bytes] | None = None
+        redis: RedisServer | None = None
+        prefix = None
+        srvs: list[Server] = []
+        ports: list[int] = []
+        spies: list[subprocess.Popen[bytes]] = []
         try:
-            srv.wait_ready(port)
+            if variant is not None and variant.redis:
+                redis = self.redis()
+                self._runs += 1
+                prefix = f"bench{os.getpid()}-{self._runs}"
+                record["redis"] = {"port": redis.port, "prefix": prefix}
+            for node in range(nodes):
+                port = free_port()
+                cmd, cwd, env = self.server_cmd(server, port)
+                if redis is not None:
+                    cmd += ["--redis", redis.url, "--redis-prefix", prefix or "eventbus"]
+                suffix = f"-node{node + 1}" if nodes > 1 else ""
+                log = LOGS / f"{server}-{workload}-{rep}{suffix}.log"
+                # Every node on core 0, the load generator (and Redis) on core 1.
+                srv = Server(server, self.taskset(0) + cmd, cwd, log, env)
+                srvs.append(srv)
+                ports.append(port)
+                self.prioritize(srv.pid)
+            for srv, port in zip(srvs, ports, strict=True):
+                srv.wait_ready(port)
             time.sleep(0.2)
             if profile:
-                spy = self.start_profiler(srv.pid, workload)
+                for node, srv in enumerate(srvs):
+                    spies.append(self.start_profiler(srv.pid, self.profile_name(
+                        server, workload, node, nodes)))
             timeout = params.get("deadline_s", 0) + params.get("duration_s", 0) + \
                 params.get("warmup_s", 0) + MARGIN[workload]
+            urls = [f"ws://127.0.0.1:{port}/" for port in ports]
             config = {
-                "workload": workload, "flavor": flavor, "url": f"ws://127.0.0.1:{port}/",
-                "serverPid": srv.pid, "clockTicks": self.clock_ticks, "timeout": timeout,
-                "params": params,
+                "workload": workload, "flavor": flavor, "url": urls[0], "urls": urls,
+                "serverPid": srvs[0].pid, "serverPids": [srv.pid for srv in srvs],
+                "extraPids": {"redis": redis.pid} if redis is not None else {},
+                "clockTicks": self.clock_ticks, "timeout": timeout, "params": params,
             }
             started = time.monotonic()
             if profile:
@@ -397,7 +627,8 @@ class Runner:
             )
             self.prioritize(gen.pid)
             if profile:
-                self.dump_stacks(srv.pid, workload, gen, dump_at)
+                self.dump_stacks(srvs[0].pid, self.profile_name(server, workload, 0, nodes),
+                                 gen, dump_at)
             try:
                 out, err = gen.communicate(timeout=timeout + 15)
             except subprocess.TimeoutExpired:
@@ -413,27 +644,43 @@ class Runner:
                                     f"{err.decode(errors='replace')[-2000:]}"]
                 return record
             ops_key = OPS[workload]
-            ops = result["metrics"].get(ops_key)
-            server_cpu = (result.get("cpu") or {}).get("server_cpu_s")
+            metrics = result["metrics"]
+            cpu = result.get("cpu") or {}
+            ops = metrics.get(ops_key)
+            server_cpu = cpu.get("server_cpu_s")
             if ops and server_cpu is not None:
-                # Contention-robust cost: the server's own CPU time per operation.
-                result["metrics"]["server_us_per_op"] = 1e6 * server_cpu / ops
+                # Contention-robust cost: the server's own CPU time per operation (with
+                # several nodes: all the nodes' CPU time per operation, the bus's cost).
+                metrics["server_us_per_op"] = 1e6 * server_cpu / ops
+            redis_cpu = (cpu.get("extra_cpu_s") or {}).get("redis")
+            if ops and redis_cpu is not None:
+                metrics["redis_us_per_op"] = 1e6 * redis_cpu / ops
+            if workload in MULTI_NODE_WORKLOADS:
+                metrics["node_stats"] = _node_stats(metrics, cpu, nodes)
+            alive = all(srv.proc.poll() is None for srv in srvs)
             record.update({
-                "ok": bool(result["ok"]) and srv.proc.poll() is None,
-                "metrics": result["metrics"], "cpu": result["cpu"], "losses": result["losses"],
+                "ok": bool(result["ok"]) and alive,
+                "metrics": metrics, "cpu": cpu, "losses": result["losses"],
                 "errors": result["errors"], "error_count": result["errorCount"],
-                "server_peak_rss_kib": srv.status_kib("VmHWM"),
+                "server_peak_rss_kib": srvs[0].status_kib("VmHWM"),
             })
-            if srv.proc.poll() is not None:
-                record["errors"].append(f"server exited during the run: {srv.log_tail()}")
+            if nodes > 1:
+                record["server_peak_rss_kib_by_node"] = [srv.status_kib("VmHWM")
+                                                         for srv in srvs]
+            for node, srv in enumerate(srvs):
+                if srv.proc.poll() is not None:
+                    record["errors"].append(f"server (node {node + 1}) exited during the "
+                                            f"run: {srv.log_tail()}")
         except RuntimeError as exc:
             record["errors"] = [str(exc)]
         finally:
-            if spy is not None:
+            for spy in spies:
                 self.stop_profiler(spy)
-            srv.stop()
+            for srv in srvs:
+                srv.stop()
             if not record["ok"]:
-                record["server_log_tail"] = srv.log_tail()
+                record["server_log_tail"] = "\n".join(srv.log_tail() for srv in srvs)
+            record["loadavg_after"] = _loadavg()
         return record
 
     def run_contention_aware(self, server: str, workload: str, rep: int) -> dict[str, Any]:
@@ -450,6 +697,7 @@ class Runner:
             record = self.run_one(server, workload, rep)
             record["attempt"] = attempt + 1
             record["load_before"] = round(load, 3)
+            record["waited_s"] = round(waited, 1)
             foreign = (record.get("cpu") or {}).get("foreign_cpu")
             record["contended"] = foreign is not None and foreign > CONTENDED
             if best is None or (record["ok"], not record["contended"]) > \
@@ -464,25 +712,32 @@ class Runner:
     # --- py-spy ---------------------------------------------------------------------
 
     def py_spy(self) -> str:
-        assert self.peers_python is not None
-        return str(self.peers_python.parent / "py-spy")
+        found = py_spy_binary(self.peers_python, self.eventbus_python)
+        assert found is not None
+        return found
 
-    def start_profiler(self, pid: int, workload: str) -> subprocess.Popen[bytes]:
+    @staticmethod
+    def profile_name(server: str, workload: str, node: int = 0, nodes: int = 1) -> str:
+        """The stem of a profile's files in benchmarks/profiles/: eventbus-W2, or
+        eventbus@3fb6785-W2, eventbus@ccd0a82+redis2-W2-node1."""
+        return f"{server}-{workload}" + (f"-node{node + 1}" if nodes > 1 else "")
+
+    def start_profiler(self, pid: int, name: str) -> subprocess.Popen[bytes]:
         PROFILES.mkdir(exist_ok=True)
-        out = PROFILES / f"eventbus-{workload}.txt"
+        out = PROFILES / f"{name}.txt"
         return subprocess.Popen(
             [*self.taskset(1), self.py_spy(), "record", "--pid", str(pid), "--rate", "200",
              "--nonblocking", "--format", "raw", "-o", str(out)],
-            stdout=subprocess.DEVNULL, stderr=(PROFILES / f"eventbus-{workload}.log").open("wb"),
+            stdout=subprocess.DEVNULL, stderr=(PROFILES / f"{name}.log").open("wb"),
         )
 
-    def dump_stacks(self, pid: int, workload: str, gen: subprocess.Popen[bytes],
+    def dump_stacks(self, pid: int, name: str, gen: subprocess.Popen[bytes],
                     at: float) -> None:
         while time.monotonic() < at and gen.poll() is None:
             time.sleep(0.1)
         if gen.poll() is None:
             text = capture([self.py_spy(), "dump", "--pid", str(pid)])
-            (PROFILES / f"eventbus-{workload}-dump.txt").write_text(text + "\n")
+            (PROFILES / f"{name}-dump.txt").write_text(text + "\n")
 
     def stop_profiler(self, spy: subprocess.Popen[bytes]) -> None:
         spy.send_signal(signal.SIGINT)
@@ -491,6 +746,43 @@ class Runner:
         except subprocess.TimeoutExpired:
             spy.kill()
             spy.wait()
+
+
+def py_spy_binary(peers_python: Path | None, eventbus_python: str) -> str | None:
+    """py-spy from the peers' venv, else beside the eventbus interpreter, else on PATH."""
+    for folder in ([peers_python.parent] if peers_python else []) + \
+            [Path(eventbus_python).parent]:
+        if (folder / "py-spy").exists():
+            return str(folder / "py-spy")
+    return shutil.which("py-spy")
+
+
+def _loadavg() -> list[float] | None:
+    with contextlib.suppress(OSError, ValueError):
+        return [float(v) for v in Path("/proc/loadavg").read_text().split()[:3]]
+    return None
+
+
+def _node_stats(metrics: dict[str, Any], cpu: dict[str, Any], nodes: int) -> list[dict[str, Any]]:
+    """Per node: CPU seconds, share of a core, deliveries to its members, CPU per
+    delivery (µs). One node: the whole server."""
+    by_cpu = cpu.get("server_cpu_s_by_node") or [cpu.get("server_cpu_s")]
+    by_ops = metrics.get("deliveries_by_node") or [metrics.get("deliveries")]
+    members = metrics.get("members_by_node") or [metrics.get("members")]
+    wall = cpu.get("wall_s")
+    out = []
+    for node in range(nodes):
+        seconds = by_cpu[node] if node < len(by_cpu) else None
+        ops = by_ops[node] if node < len(by_ops) else None
+        out.append({
+            "node": node + 1,
+            "members": members[node] if node < len(members) else None,
+            "cpu_s": seconds,
+            "cpu": seconds / wall if seconds is not None and wall else None,
+            "deliveries": ops,
+            "us_per_delivery": 1e6 * seconds / ops if seconds is not None and ops else None,
+        })
+    return out
 
 
 # --- summaries --------------------------------------------------------------------------
@@ -524,6 +816,16 @@ def summarize(runs: list[dict[str, Any]], servers: list[str],
             entry["loadgen_saturated_runs"] = sum(
                 1 for r in good if r.get("cpu") and (r["cpu"].get("loadgen_cpu") or 0) >= SATURATED)
             entry["contended_runs"] = sum(1 for r in good if r.get("contended"))
+            entry["loadavg"] = stats([r["loadavg_before"][0] for r in good
+                                      if r.get("loadavg_before")])
+            if server in VARIANTS and workload in MULTI_NODE_WORKLOADS:
+                entry["nodes"] = _node_summary(good)
+                entry["redis_us_per_op"] = stats([r["metrics"]["redis_us_per_op"] for r in good
+                                                  if r["metrics"].get("redis_us_per_op")
+                                                  is not None])
+                entry["redis_cpu"] = stats([
+                    r["cpu"]["extra_cpu_s"]["redis"] / r["cpu"]["wall_s"] for r in good
+                    if (r.get("cpu") or {}).get("extra_cpu_s", {}).get("redis") is not None])
             per_server[server] = entry
         ratios: dict[str, Any] = {}
         for peer in ("socketio-py", "socketio-node"):
@@ -553,8 +855,58 @@ def summarize(runs: list[dict[str, Any]], servers: list[str],
             if values:
                 cost_ratios[peer] = stats(values)
         summary[workload] = {"metric": metric, "servers": per_server, "ratios": ratios,
-                             "cost_ratios": cost_ratios}
+                             "cost_ratios": cost_ratios,
+                             "pairs": _pairs(runs, [s for s in servers if s in VARIANTS],
+                                             workload, metric)}
     return summary
+
+
+def _node_summary(good: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    count = max((len(r["metrics"].get("node_stats") or []) for r in good), default=0)
+    out = []
+    for node in range(count):
+        rows = [r["metrics"]["node_stats"][node] for r in good
+                if len(r["metrics"].get("node_stats") or []) > node]
+        out.append({"node": node + 1, **{
+            name: stats([row[name] for row in rows if row.get(name) is not None])
+            for name in ("us_per_delivery", "cpu", "deliveries", "members")}})
+    return out
+
+
+def _pairs(runs: list[dict[str, Any]], variants: list[str], workload: str,
+           metric: str) -> dict[str, Any]:
+    """Ratios between eventbus variants, within each repetition: "A / B" for every B
+    listed before A. ``metric`` and ``server_us_per_op`` are A's over B's; with
+    ``node_us_per_op``, each of A's nodes' CPU per delivery over B's server CPU per
+    delivery (A on several nodes against B on one)."""
+    out: dict[str, Any] = {}
+    for i, before in enumerate(variants):
+        for after in variants[i + 1:]:
+            found: dict[str, list[float]] = {metric: [], "server_us_per_op": []}
+            per_node: dict[int, list[float]] = {}
+            for rep in sorted({r["rep"] for r in runs}):
+                a = [r for r in runs if r["rep"] == rep and r["workload"] == workload
+                     and r["server"] == after and r["ok"]]
+                b = [r for r in runs if r["rep"] == rep and r["workload"] == workload
+                     and r["server"] == before and r["ok"]]
+                if not a or not b:
+                    continue
+                ma, mb = a[0]["metrics"], b[0]["metrics"]
+                for name in found:
+                    if ma.get(name) and mb.get(name):
+                        found[name].append(ma[name] / mb[name])
+                for row in ma.get("node_stats") or []:
+                    if row.get("us_per_delivery") and mb.get("server_us_per_op"):
+                        per_node.setdefault(row["node"], []).append(
+                            row["us_per_delivery"] / mb["server_us_per_op"])
+            if not found[metric] and not found["server_us_per_op"]:
+                continue
+            out[f"{after} / {before}"] = {
+                "after": after, "before": before,
+                **{name: stats(values) for name, values in found.items()},
+                "node_us_per_op": [stats(per_node[node]) for node in sorted(per_node)],
+            }
+    return out
 
 
 def fmt(value: float | None) -> str:
@@ -596,6 +948,23 @@ def print_table(summary: dict[str, Any]) -> None:
                 if cost else ""
             print(f"  eventbus / {peer}: {fmt(ratio['median'])}x "
                   f"[{fmt(ratio['min'])}-{fmt(ratio['max'])}]{target}{cost_text}")
+        for server, entry in data["servers"].items():
+            nodes = entry.get("nodes") or []
+            if len(nodes) > 1 or entry.get("redis_us_per_op"):
+                parts = [f"node {n['node']} {fmt((n['us_per_delivery'] or {}).get('median'))}"
+                         for n in nodes]
+                redis = entry.get("redis_us_per_op")
+                if redis:
+                    parts.append(f"redis-server {fmt(redis['median'])}")
+                print(f"  {server}: CPU us per delivery: " + ", ".join(parts))
+        for name, pair in (data.get("pairs") or {}).items():
+            speed, cost = pair.get(data["metric"]), pair.get("server_us_per_op")
+            nodes = ", ".join(f"node {k + 1} {fmt(n['median'])}x"
+                              for k, n in enumerate(pair.get("node_us_per_op") or []) if n)
+            print(f"  {name}: {data['metric']} {fmt(speed and speed['median'])}x, "
+                  f"server CPU per op {fmt(cost and cost['median'])}x"
+                  + (f" (per node: {nodes})" if len(pair.get("node_us_per_op") or []) > 1
+                     else ""))
 
 
 # --- profiles ---------------------------------------------------------------------------
@@ -629,6 +998,13 @@ def summarize_profile(path: Path, top: int = 25) -> tuple[str, dict[str, Any]]:
         "samples": samples,
         "self": [[round(100 * c / samples, 2), n] for n, c in
                  sorted(own.items(), key=lambda item: -item[1])[:top]],
+        # Every function at 0.05% or more, to compare two profiles.
+        "self_all": [[round(100 * c / samples, 2), n] for n, c in
+                     sorted(own.items(), key=lambda item: -item[1])
+                     if 100 * c / samples >= 0.05],
+        "total_all": [[round(100 * c / samples, 2), n] for n, c in
+                      sorted(total.items(), key=lambda item: -item[1])
+                      if 100 * c / samples >= 0.05],
         "total": [[round(100 * c / samples, 2), n] for n, c in
                   sorted(total.items(), key=lambda item: -item[1])[:top]],
     }
@@ -665,12 +1041,54 @@ def parse_list(text: str, known: list[str], aliases: dict[str, str], what: str) 
     return out
 
 
+def parse_servers(text: str) -> list[str]:
+    """Server names, and eventbus variants (eventbus@REF, eventbus+redisN), which are
+    registered in VARIANTS under their canonical names."""
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name = ALIASES.get(item, item)
+        if name in SERVERS:
+            out.append(name)
+            continue
+        variant = parse_variant(name)
+        if variant is None:
+            sys.exit(f"bench: unknown server {item!r}; choose from {', '.join(SERVERS)}, "
+                     "or eventbus@REF, eventbus+redisN, eventbus@REF+redisN")
+        VARIANTS[variant.name] = variant
+        out.append(variant.name)
+    if len(set(out)) != len(out):
+        sys.exit(f"bench: a server is listed twice: {', '.join(out)}")
+    return out
+
+
+def insert_sections(peers_python: Path | None, results: Path, report: Path) -> None:
+    """Write the sections of ``report`` made from a variants run (report.py --sections:
+    no plot, standard library only)."""
+    python = str(peers_python) if peers_python else sys.executable
+    subprocess.run([python, str(HERE / "report.py"), "--sections", str(results), str(report)],
+                   check=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes, one repetition, eventbus only unless --servers")
-    parser.add_argument("--servers", help="comma-separated: " + ", ".join(SERVERS))
+    parser.add_argument("--servers", help="comma-separated: " + ", ".join(SERVERS)
+                        + "; eventbus@REF (another commit's eventbus package), "
+                        "eventbus+redisN (N nodes through a Redis server of the runner's), "
+                        "eventbus@REF+redisN")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
+    parser.add_argument("--scaleout", action="store_true",
+                        help="the scale-out and no-regression figures: W2 at --before and at "
+                        "HEAD (in-memory adapter), and at HEAD on Redis with 1 and 2 nodes; "
+                        "writes benchmarks/results/scaleout.json and its sections of "
+                        "docs/benchmarks.md (--quick: quick-scaleout.json, no report)")
+    parser.add_argument("--before", default=SCALEOUT_BEFORE,
+                        help=f"with --scaleout: the commit to compare HEAD with (default "
+                        f"{SCALEOUT_BEFORE}, the commit before the adapter seam)")
     parser.add_argument("--reps", type=int,
                         help="repetitions (default 3; --quick 1; 0 with --profile: profile only)")
     parser.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/"
@@ -694,11 +1112,18 @@ def main() -> int:
                         "other work; needs root for < 0)")
     parser.add_argument("--profile", default="",
                         help="after the runs, profile eventbus in these workloads with py-spy "
-                        "(e.g. W1,W2); output in benchmarks/profiles/")
+                        "(e.g. W1,W2): each eventbus server or variant in --servers, every "
+                        "node; output in benchmarks/profiles/")
     args = parser.parse_args()
 
+    if args.scaleout:
+        if args.servers:
+            sys.exit("bench: --scaleout picks its own servers; drop --servers")
+        args.servers = (f"eventbus@{args.before},eventbus@HEAD,eventbus@HEAD+redis1,"
+                        "eventbus@HEAD+redis2")
+        args.workloads = "W2"
     default_servers = "eventbus" if args.quick else ",".join(SERVERS)
-    servers = parse_list(args.servers or default_servers, list(SERVERS), ALIASES, "server")
+    servers = parse_servers(args.servers or default_servers)
     workloads = parse_list(args.workloads, WORKLOADS, {}, "workload")
     profile = parse_list(args.profile, WORKLOADS, {}, "workload")
     reps = args.reps if args.reps is not None else (1 if args.quick else 3)
@@ -707,10 +1132,15 @@ def main() -> int:
     if args.quiet_wait is None:
         args.quiet_wait = 0.0 if args.quick else 60.0
     everything = set(servers) == set(SERVERS) and set(workloads) == set(WORKLOADS)
+    variants_run = any(s in VARIANTS and s != "eventbus" for s in servers)
     report = None if args.no_report else (
-        args.report or (ROOT / "docs" / "benchmarks.md" if everything and not args.quick
-                        else None))
-    out = args.out or RESULTS / ("quick.json" if args.quick else "latest.json")
+        args.report or (ROOT / "docs" / "benchmarks.md"
+                        if (everything or args.scaleout) and not args.quick else None))
+    if args.scaleout:
+        out = args.out or RESULTS / (f"quick-{SCALEOUT_RESULTS}" if args.quick
+                                     else SCALEOUT_RESULTS)
+    else:
+        out = args.out or RESULTS / ("quick.json" if args.quick else "latest.json")
 
     if not Path(args.eventbus_python).exists():
         dev = ROOT / "dev.py"
@@ -719,8 +1149,14 @@ def main() -> int:
                        stdout=subprocess.DEVNULL)
         if not Path(args.eventbus_python).exists():
             sys.exit(f"bench: no eventbus interpreter at {args.eventbus_python}")
+    for server in servers:
+        if server in VARIANTS and server != "eventbus":
+            check_variant(args.eventbus_python, VARIANTS[server])
     node = ensure_node()
-    needs_peers = bool(set(servers) & PEER_PYTHON_SERVERS) or report is not None or profile
+    # The full report draws a plot (matplotlib); the sections of a variants run do not.
+    full_report = report is not None and not variants_run
+    needs_spy = bool(profile) and py_spy_binary(None, args.eventbus_python) is None
+    needs_peers = bool(set(servers) & PEER_PYTHON_SERVERS) or full_report or needs_spy
     peers_python = ensure_peers_venv() if needs_peers else None
     fd_limit = raise_fd_limit()
     runner = Runner(args, node, peers_python)
@@ -734,71 +1170,114 @@ def main() -> int:
         "machine": machine_info(), "fd_limit": fd_limit, "pinned": runner.pin,
         "nice": args.nice, "contended_threshold": CONTENDED, "quiet_threshold": QUIET,
         "saturation_threshold": SATURATED, "targets": TARGETS,
-        "labels": {name: SERVERS[name][0] for name in servers},
+        "quiet_wait": args.quiet_wait, "retries": args.retries,
+        "labels": {name: server_info(name)[0] for name in servers},
         "git": capture(["git", "describe", "--always", "--dirty"]),
         # Uncommitted changes to the server code measured (the working tree is measured).
         "eventbus_changes": capture(["git", "status", "--porcelain", "--", "eventbus"]),
         "versions": {
             "eventbus server": python_versions(args.eventbus_python, [
                 "eventbus", "trio", "wsproto", "h11", "trio-websocket", "msgpack", "attrs",
-                "cattrs"]),
+                "cattrs", "coredis"]),
             "node": node_versions(node),
         },
+        "uptime": [capture(["uptime"])],
     }
+    if args.scaleout:
+        meta["scaleout"] = {"before": servers[0], "after": servers[1],
+                            "redis": servers[2:], "command": " ".join(sys.argv[1:])}
+    if any(s in VARIANTS for s in servers):
+        meta["variants"] = {
+            name: {"ref": v.ref, "commit": v.commit, "subject": v.subject, "nodes": v.nodes,
+                   "adapter": "redis" if v.redis else "memory", "label": v.label}
+            for name, v in VARIANTS.items() if name in servers}
+        meta["cores"] = {"nodes": 0, "load generator": 1, "redis-server": 1}
+        if any(VARIANTS[s].redis for s in servers if s in VARIANTS):
+            meta["versions"]["redis"] = {"redis-server": capture(
+                ["redis-server", "--version"]).split(" v=")[-1].split()[0]}
     if peers_python is not None:
         meta["versions"]["python peers"] = python_versions(peers_python, [
             "python-socketio", "python-engineio", "aiohttp", "uvloop", "matplotlib", "py-spy"])
 
     runs: list[dict[str, Any]] = []
     begun = time.monotonic()
-    for rep in range(1, reps + 1):
-        shift = (rep - 1) % len(servers)
-        order = servers[shift:] + servers[:shift]
-        for workload in workloads:
-            for server in order:
-                if workload not in SERVERS[server][2]:
-                    continue
-                say(f"rep {rep}/{reps} {workload} {server} ...")
-                record = runner.run_contention_aware(server, workload, rep)
-                runs.append(record)
-                metric = PRIMARY[workload][0]
-                if record["ok"]:
-                    cpu = record.get("cpu") or {}
-                    say(f"  {metric}={fmt(record['metrics'].get(metric))} loadgen cpu="
-                        f"{fmt(cpu.get('loadgen_cpu'))} server cpu={fmt(cpu.get('server_cpu'))}")
-                else:
-                    say(f"  FAILED: {'; '.join(record.get('errors') or [])[:1500]}")
-    meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
-    meta["elapsed_s"] = round(time.monotonic() - begun, 1)
+    try:
+        for rep in range(1, reps + 1):
+            shift = (rep - 1) % len(servers)
+            order = servers[shift:] + servers[:shift]
+            for workload in workloads:
+                for server in order:
+                    if workload not in server_info(server)[2]:
+                        continue
+                    say(f"rep {rep}/{reps} {workload} {server} ...")
+                    record = runner.run_contention_aware(server, workload, rep)
+                    runs.append(record)
+                    metric = PRIMARY[workload][0]
+                    if record["ok"]:
+                        cpu = record.get("cpu") or {}
+                        per_node = ""
+                        if len(record["metrics"].get("node_stats") or []) > 1:
+                            per_node = " per node us/delivery=" + "/".join(
+                                fmt(n["us_per_delivery"])
+                                for n in record["metrics"]["node_stats"])
+                        say(f"  {metric}={fmt(record['metrics'].get(metric))} loadgen cpu="
+                            f"{fmt(cpu.get('loadgen_cpu'))} server cpu="
+                            f"{fmt(cpu.get('server_cpu'))} server us/op="
+                            f"{fmt(record['metrics'].get('server_us_per_op'))}{per_node}"
+                            f" other={fmt(cpu.get('foreign_cpu'))}")
+                    else:
+                        say(f"  FAILED: {'; '.join(record.get('errors') or [])[:1500]}")
+                meta["uptime"].append(capture(["uptime"]))
+        meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        meta["elapsed_s"] = round(time.monotonic() - begun, 1)
 
-    summary = summarize(runs, servers, workloads)
-    result = {"meta": meta, "runs": runs, "summary": summary}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=1) + "\n")
-    print_table(summary)
-    print(f"\nresults: {out} ({meta['elapsed_s']} s)")
-
-    profiles: dict[str, Any] = {}
-    for workload in profile:
-        say(f"profiling eventbus in {workload} with py-spy")
-        record = runner.run_one("eventbus", workload, 0, profile=True)
-        raw = PROFILES / f"eventbus-{workload}.txt"
-        if raw.exists():
-            text, top = summarize_profile(raw)
-            profiles[workload] = top
-            (PROFILES / f"eventbus-{workload}-top.txt").write_text(text)
-            print(f"\n{text}")
-        else:
-            say(f"no profile for {workload} (see {PROFILES / f'eventbus-{workload}.log'})")
-        say(f"  profiled run ok={record['ok']}")
-    if profiles:
-        meta["profiles"] = profiles
+        summary = summarize(runs, servers, workloads)
+        result = {"meta": meta, "runs": runs, "summary": summary}
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=1) + "\n")
+        print_table(summary)
+        print(f"\nresults: {out} ({meta['elapsed_s']} s)")
+
+        profiles: dict[str, Any] = {}
+        targets = [s for s in servers if s in VARIANTS] or ["eventbus"]
+        for workload in profile:
+            for server in targets:
+                if workload not in server_info(server)[2]:
+                    continue
+                say(f"profiling {server} in {workload} with py-spy")
+                record = runner.run_one(server, workload, 0, profile=True)
+                nodes = record.get("nodes", 1)
+                node_stats = (record.get("metrics") or {}).get("node_stats") or []
+                for k in range(nodes):
+                    stem = Runner.profile_name(server, workload, k, nodes)
+                    raw = PROFILES / f"{stem}.txt"
+                    if not raw.exists():
+                        say(f"no profile for {stem} (see {PROFILES / f'{stem}.log'})")
+                        continue
+                    text, top = summarize_profile(raw)
+                    top["run_ok"] = record["ok"]
+                    us = node_stats[k]["us_per_delivery"] if k < len(node_stats) else \
+                        (record.get("metrics") or {}).get("server_us_per_op")
+                    top["server_us_per_op"] = us
+                    key = workload if server == "eventbus" else f"{workload} {server}" + (
+                        f" node {k + 1}" if nodes > 1 else "")
+                    profiles[key] = top
+                    (PROFILES / f"{stem}-top.txt").write_text(text)
+                    print(f"\n{text}")
+                say(f"  profiled run ok={record['ok']}")
+        if profiles:
+            meta["profiles"] = profiles
+            out.write_text(json.dumps(result, indent=1) + "\n")
+    finally:
+        runner.close()
 
     if report is not None:
-        assert peers_python is not None
-        subprocess.run([str(peers_python), str(HERE / "report.py"), str(out), str(report)],
-                       check=True)
+        if variants_run:
+            insert_sections(peers_python, out, report)
+        else:
+            assert peers_python is not None
+            subprocess.run([str(peers_python), str(HERE / "report.py"), str(out), str(report)],
+                           check=True)
         print(f"report: {report}")
     failed = [r for r in runs if not r["ok"]]
     if failed:

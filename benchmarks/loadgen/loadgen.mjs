@@ -7,6 +7,11 @@
 // Config: {workload: "W1".."W5", flavor: "eventbus"|"socketio"|"raw", url, serverPid,
 //          clockTicks, timeout (s), params: {...}}. Prints one JSON object on stdout:
 //   {ok, errors, errorCount, losses, metrics, cpu}
+// Several nodes of one bus (the fan-out workloads only): `urls` and `serverPids` list
+// them, one entry per node; members are spread over the nodes (member i on node
+// i % nodes), a lone publisher is on the first, and the CPU and the deliveries are
+// also counted per node. `extraPids` ({name: pid}, e.g. the Redis server) are
+// processes whose CPU is measured too, and not counted as other processes' load.
 // A run with any error or loss has ok=false: it is a failed run, not a number.
 //
 // Everything is verified: every ack (matched by id, echoed data compared), every
@@ -23,6 +28,10 @@ const decoder = new Decoder();
 
 const config = JSON.parse(process.argv[2]);
 const P = config.params;
+const URLS = config.urls && config.urls.length ? config.urls : [config.url];
+const SERVER_PIDS =
+  config.serverPids && config.serverPids.length ? config.serverPids : config.serverPid ? [config.serverPid] : [];
+const EXTRA_PIDS = config.extraPids || {};
 
 // --- error and loss bookkeeping -------------------------------------------------
 
@@ -35,10 +44,10 @@ function fail(message) {
 
 // --- CPU accounting: this process and the server ----------------------------------
 
-function serverCpuSeconds() {
-  if (!config.serverPid) return null;
+function pidCpuSeconds(pid) {
+  if (!pid) return null;
   try {
-    const stat = readFileSync(`/proc/${config.serverPid}/stat`, 'utf8');
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // fields[0] is field 3 (state); utime is field 14, stime field 15.
     return (Number(fields[11]) + Number(fields[12])) / (config.clockTicks || 100);
@@ -48,9 +57,9 @@ function serverCpuSeconds() {
 }
 
 function serverRssKiB() {
-  if (!config.serverPid) return null;
+  if (!SERVER_PIDS.length) return null;
   try {
-    const status = readFileSync(`/proc/${config.serverPid}/status`, 'utf8');
+    const status = readFileSync(`/proc/${SERVER_PIDS[0]}/status`, 'utf8');
     const match = /VmRSS:\s+(\d+)\s+kB/.exec(status);
     return match ? Number(match[1]) : null;
   } catch {
@@ -79,7 +88,8 @@ class CpuMeter {
   start() {
     this.t0 = performance.now();
     this.self0 = process.cpuUsage();
-    this.server0 = serverCpuSeconds();
+    this.servers0 = SERVER_PIDS.map(pidCpuSeconds);
+    this.extra0 = Object.fromEntries(Object.entries(EXTRA_PIDS).map(([name, pid]) => [name, pidCpuSeconds(pid)]));
     this.cores0 = coreBusySeconds();
   }
 
@@ -87,11 +97,20 @@ class CpuMeter {
     const wall = (performance.now() - this.t0) / 1000;
     const self = process.cpuUsage(this.self0);
     const selfSeconds = (self.user + self.system) / 1e6;
-    const server1 = serverCpuSeconds();
-    const serverSeconds = server1 !== null && this.server0 !== null ? server1 - this.server0 : null;
+    const byNode = SERVER_PIDS.map((pid, i) => {
+      const now = pidCpuSeconds(pid);
+      return now !== null && this.servers0[i] !== null ? now - this.servers0[i] : null;
+    });
+    const serverSeconds = byNode.length && byNode.every((v) => v !== null) ? byNode.reduce((a, b) => a + b, 0) : null;
+    const extra = {};
+    for (const [name, pid] of Object.entries(EXTRA_PIDS)) {
+      const now = pidCpuSeconds(pid);
+      extra[name] = now !== null && this.extra0[name] !== null ? now - this.extra0[name] : null;
+    }
+    const extraSeconds = Object.values(extra).reduce((a, b) => a + (b || 0), 0);
     const cores1 = coreBusySeconds();
     const cores = cores1 && this.cores0 ? cores1.map((busy, i) => (busy - this.cores0[i]) / wall) : null;
-    const ours = selfSeconds + (serverSeconds || 0);
+    const ours = selfSeconds + (serverSeconds || 0) + extraSeconds;
     const busy = cores ? cores.reduce((a, b) => a + b, 0) : null;
     return {
       wall_s: wall,
@@ -99,11 +118,15 @@ class CpuMeter {
       loadgen_cpu: selfSeconds / wall,
       loadgen_user_s: self.user / 1e6,
       loadgen_system_s: self.system / 1e6,
+      // All the nodes together, and each (in the order of serverPids).
       server_cpu_s: serverSeconds,
       server_cpu: serverSeconds === null ? null : serverSeconds / wall,
-      // Busy share of each core, and what processes other than the server and the
-      // load generator took (in cores): kernel work for loopback traffic counts
-      // partly here, so a few percent is normal.
+      server_cpu_s_by_node: byNode,
+      // Other measured processes (extraPids), e.g. {redis: seconds}.
+      extra_cpu_s: extra,
+      // Busy share of each core, and what processes other than the server(s), the
+      // extraPids and the load generator took (in cores): kernel work for loopback
+      // traffic counts partly here, so a few percent is normal.
       core_busy: cores,
       foreign_cpu: busy === null ? null : Math.max(0, busy - ours / wall),
     };
@@ -479,15 +502,16 @@ class RawClient extends BaseClient {
   }
 }
 
-function makeClient(index, codec) {
-  if (config.flavor === 'eventbus') return new EventbusClient(index, config.url, codec);
-  if (config.flavor === 'socketio') return new SocketioClient(index, config.url);
-  if (config.flavor === 'raw') return new RawClient(index, config.url);
+function makeClient(index, codec, url) {
+  if (config.flavor === 'eventbus') return new EventbusClient(index, url, codec);
+  if (config.flavor === 'socketio') return new SocketioClient(index, url);
+  if (config.flavor === 'raw') return new RawClient(index, url);
   throw new Error(`unknown flavor ${config.flavor}`);
 }
 
-// Open `count` clients, at most `concurrency` handshakes at a time.
-async function openClients(count, concurrency, codecFor) {
+// Open `count` clients, at most `concurrency` handshakes at a time; client i connects
+// to node nodeFor(i) (an index into URLS; the first node by default).
+async function openClients(count, concurrency, codecFor, nodeFor = () => 0) {
   const clients = new Array(count);
   let next = 0;
   let failed = 0;
@@ -495,7 +519,9 @@ async function openClients(count, concurrency, codecFor) {
     while (next < count) {
       const index = next;
       next += 1;
-      const client = makeClient(index, codecFor(index));
+      const node = nodeFor(index);
+      const client = makeClient(index, codecFor(index), URLS[node]);
+      client.node = node;
       clients[index] = client;
       try {
         await client.open();
@@ -635,12 +661,15 @@ async function fanOut({ members, publishers, messages, window, codecFor, payload
   // member; for W4 every member publishes.
   const total = members;
   const room = ROOM;
-  const tOpen = performance.now();
-  const { clients, failed } = await openClients(total, P.open_concurrency || 100, codecFor);
-  if (failed) return { losses: { unopened: failed } };
-  const openSeconds = (performance.now() - tOpen) / 1000;
   const senders = publishers; // indices of publishing clients
   const isSender = new Set(senders);
+  // Several nodes: members spread over them, a lone publisher on the first.
+  const nodes = URLS.length;
+  const nodeFor = (i) => (senders.length === 1 && isSender.has(i) ? 0 : i % nodes);
+  const tOpen = performance.now();
+  const { clients, failed } = await openClients(total, P.open_concurrency || 100, codecFor, nodeFor);
+  if (failed) return { losses: { unopened: failed } };
+  const openSeconds = (performance.now() - tOpen) / 1000;
   // expected[receiver][senderSlot] = next n expected
   const slotOf = new Map(senders.map((s, slot) => [s, slot]));
   let receiversDone = 0;
@@ -648,6 +677,7 @@ async function fanOut({ members, publishers, messages, window, codecFor, payload
   const perReceiver = (client) => (isSender.has(client.index) ? senders.length - 1 : senders.length) * messages;
   let tLast = 0;
   let delivered = 0;
+  const deliveredByNode = new Array(nodes).fill(0);
   let resolveAll;
   const allDone = new Promise((resolve) => {
     resolveAll = resolve;
@@ -694,6 +724,7 @@ async function fanOut({ members, publishers, messages, window, codecFor, payload
       client.expected[slot] = data.n + 1;
       client.got += 1;
       delivered += 1;
+      deliveredByNode[client.node] += 1;
       if (client.got === client.want) {
         receiversDone += 1;
         tLast = performance.now();
@@ -758,6 +789,9 @@ async function fanOut({ members, publishers, messages, window, codecFor, payload
     window,
     deliveries: delivered,
     deliveries_expected: expectedTotal,
+    nodes,
+    deliveries_by_node: deliveredByNode,
+    members_by_node: Array.from({ length: nodes }, (_, k) => clients.filter((c) => c.node === k).length),
     seconds_to_last_delivery: seconds,
     seconds_to_last_ack: tAcks ? (tAcks - t0) / 1000 : null,
     deliveries_per_s: delivered / seconds,
