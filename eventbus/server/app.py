@@ -193,6 +193,23 @@ class EventBus:
         """The open connections of this node, by session id."""
         return self._connections
 
+    def reconfigure(self, config: ServerConfig) -> None:
+        """Replace the bus's settings before it runs (what ``eventbus serve`` does
+        with the settings given by flags, environment and config file).
+
+        Raises:
+            RuntimeError: the bus is running, or has connections.
+        """
+        if self._stop is not None or self._connections:
+            raise RuntimeError("reconfigure() must be called before the bus runs")
+        self.config = config
+        self.welcome_options = config.welcome_options()
+        limits = {"max_name": config.max_name, "max_elements": config.max_elements}
+        self._json = JsonCodec(Role.SERVER, **limits)
+        self._msgpack = MsgpackCodec(Role.SERVER, **limits)
+        self._router._json = self._json
+        self._router._msgpack = self._msgpack
+
     def use_adapter(self, adapter: Adapter) -> None:
         """Reach the other nodes through ``adapter`` from now on (what
         ``eventbus serve --redis`` does with an app's bus). Only before the bus runs.

@@ -202,3 +202,19 @@ async def test_shutdown_before_running_does_nothing_and_events_reach_no_one() ->
     bus.shutdown()
     assert not bus.draining
     assert bus.emit("e", Event("x", 1).data) == 0
+
+
+async def test_reconfigure_replaces_the_settings_before_the_bus_runs() -> None:
+    bus = open_bus()
+    bus.reconfigure(ServerConfig(open_rooms=True, max_elements=3, ping_interval=7))
+    assert bus.welcome_options.ping_interval == 7000
+    with trio.fail_after(10):
+        async with serving(bus) as port, raw_client(port) as client:
+            assert client.welcome is not None
+            assert client.welcome.options.max_elements == 3
+            await client.send(Emit("echo", [1, 2, 3, 4], 1))
+            answer = await client.recv()
+            assert isinstance(answer, ErrorReply)
+            assert answer.code == "invalid_packet"
+            with pytest.raises(RuntimeError):
+                bus.reconfigure(ServerConfig())
