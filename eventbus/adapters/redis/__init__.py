@@ -21,7 +21,7 @@ share one Redis; the keys and the channel of one room share one hash tag,
 ``P:alive:<id>``          a node's liveness: a key that lives ``liveness_ttl``
 ========================  =========================================================
 
-One Lua script per publish (``_PUBLISH``) creates the room's epoch if it is missing,
+One Lua script per publish (``scripts.PUBLISH``) creates the room's epoch if it is missing,
 takes the next seq with ``HINCRBY`` and ``PUBLISH``\\ es the message, its position
 written in, to the room's channel; it returns the position and how many
 subscribers (nodes: each has one subscription) received it. Positions are
@@ -81,6 +81,18 @@ What you can rely on
   :meth:`~RedisAdapter.members` within ``liveness_ttl`` seconds (10 s) of its
   death. A node that stops normally removes its members at once.
 """
+
+# The modules, one concept each:
+#   wire        the messages between nodes (versioned msgpack), encoded and decoded
+#   keys        the names of keys and channels (prefix, hash tags)
+#   scripts     the Lua scripts that run in Redis
+#   session     one connection to Redis, and what ends it
+#   outgoing    the ordered queue of messages to other nodes, sent in pipelines
+#   rooms       this node's rooms: wanted, lingering, their positions, what it missed
+#   subscriber  the subscription (kept, repaired, probed) and the inbox it fills
+#   presence    this node's members in Redis, and its liveness key
+#   logs        the adapter's logger, and its budgets of log lines
+#   adapter     RedisAdapter: reconnecting, and the Adapter API over the others
 
 from .adapter import RedisAdapter
 
