@@ -171,6 +171,26 @@ class ConfigTable(SphinxDirective):
         return container.children
 
 
+class MetricsTable(SphinxDirective):
+    """``{metrics-table}``: every metric a bus exposes, read from its collector."""
+
+    has_content = False
+
+    def run(self) -> list[nodes.Node]:
+        from eventbus import EventBus
+        from eventbus.server.metrics import metric_reference
+
+        self.env.note_dependency(str(ROOT / "eventbus" / "server" / "metrics.py"))
+        lines = ["| Metric | Type | Labels | Meaning |", "|---|---|---|---|"]
+        for name, kind, labels, doc in metric_reference(EventBus()):
+            suffix = "_total" if kind == "counter" else ""
+            shown = ", ".join(f"`{label}`" for label in labels) or "none"
+            lines.append(f"| `{name}{suffix}` | {kind} | {shown} | {_cell(doc)} |")
+        container = nodes.container()
+        self.state.nested_parse(StringList(lines, source="metrics"), 0, container)
+        return container.children
+
+
 def cli_help(command: str | None, width: int = 88) -> str:
     """``eventbus [command] --help``, as printed in a terminal ``width`` columns wide."""
     from eventbus.cli import build_parser
@@ -214,4 +234,5 @@ def setup(app: Sphinx) -> dict[str, Any]:
     app.add_directive("protocol-section", ProtocolSection)
     app.add_directive("config-table", ConfigTable)
     app.add_directive("cli-help", CliHelp)
+    app.add_directive("metrics-table", MetricsTable)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

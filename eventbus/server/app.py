@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from ..adapters import Adapter, Member, MemoryAdapter, Published
+from ..adapters import Adapter, AdapterState, Member, MemoryAdapter, Published
 from ..codes import CloseCode
 from ..protocol import (
     JsonCodec,
@@ -38,6 +38,7 @@ from .http import (
     HandshakeRequest,
 )
 from .logs import LogBudget, quote
+from .metrics import Metrics, registry_for
 from .outbox import Delivery
 from .router import CallResults, Router
 
@@ -52,6 +53,8 @@ _PING_FRAME = b"\x89\x00"
 # how long to wait before trying again.
 _ACCEPT_CAPACITY_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOBUFS})
 _ACCEPT_RETRY = 0.1
+# How often the bus looks at its adapter's state, for /health.
+_ADAPTER_WATCH = 0.5
 # Pauses of the accept loop closer together than this make one episode, logged once.
 _EPISODE_GAP = 10.0
 # At capacity, a handshake silent for this long gives its place to a new one; and a
@@ -102,14 +105,19 @@ class EventBus:
         self._authorize_publish: PublishHook | None = None
         self._connections: dict[str, Connection] = {}
         self._handshakes = Handshakes(self)
+        self._adapter_down_since: float | None = None
         self._dispatcher = Dispatcher(self)
+        #: What the bus counts (see :mod:`eventbus.server.metrics`); ``None`` when the
+        #: ``metrics`` setting is off.
+        self.metrics: Metrics | None = Metrics() if self.config.metrics else None
         # Log lines clients may cause, all connections together (each has its own too).
         # (A bus is often made outside trio, so the bucket starts full at time 0.)
         self._client_log_budget = LogBudget(_CLIENT_LOG_BURST, _CLIENT_LOG_PER_SECOND, 0.0)
         self.adapter: Adapter = adapter if adapter is not None else MemoryAdapter()
         self._router = Router(self.adapter, self._connections, self._json, self._msgpack)
+        self._router.metrics = self.metrics
+        self.metrics_registry = registry_for(self)
         self.adapter.attach(self._router)
-        self._dispatcher.running = 0
         self._draining = False
         self._stop: trio.Event | None = None
         self._conn_nursery: trio.Nursery | None = None
@@ -203,6 +211,7 @@ class EventBus:
         if self._stop is not None or self._connections:
             raise RuntimeError("reconfigure() must be called before the bus runs")
         self.config = config
+        self.metrics = self._router.metrics = Metrics() if config.metrics else None
         self.welcome_options = config.welcome_options()
         limits = {"max_name": config.max_name, "max_elements": config.max_elements}
         self._json = JsonCodec(Role.SERVER, **limits)
@@ -243,6 +252,38 @@ class EventBus:
         members here (ask the adapter for the authoritative one)."""
         found = self._router.rooms.get(room)
         return found.position if found is not None else None
+
+    def health(self) -> tuple[int, dict[str, Any]]:
+        """What ``GET /health`` answers: 200 while the bus serves and its adapter is
+        connected (or has been disconnected for less than ``health_grace``), 503
+        while it drains or once its adapter has been disconnected longer, with a
+        small JSON body saying why. (``GET /live`` answers 200 regardless, for an
+        orchestrator that must not restart a node because Redis blipped.)"""
+        info: dict[str, Any] = {
+            "status": "ok", "connections": len(self._connections),
+            "adapter": self.adapter.state.value,
+        }
+        if self.draining:
+            info["status"] = "draining"
+            return 503, info
+        if self._adapter_down_since is not None:
+            down = trio.current_time() - self._adapter_down_since
+            info["adapter_down_seconds"] = round(down, 1)
+            if down >= self.config.health_grace:
+                info["status"] = "adapter_down"
+                return 503, info
+        return 200, info
+
+    async def _watch_adapter(self) -> None:
+        # How long the adapter has been disconnected, for /health; polled, since
+        # adapters do not announce their state.
+        while True:
+            if self.adapter.state is AdapterState.DISCONNECTED:
+                if self._adapter_down_since is None:
+                    self._adapter_down_since = trio.current_time()
+            else:
+                self._adapter_down_since = None
+            await trio.sleep(_ADAPTER_WATCH)
 
     @property
     def draining(self) -> bool:
@@ -417,6 +458,8 @@ class EventBus:
 
     def _connected(self, conn: Connection) -> None:
         self._connections[conn.sid] = conn
+        if self.metrics is not None:
+            self.metrics.opened += 1
         if self._draining:
             # Opened while the shutdown was taking its list of connections.
             conn.close(CloseCode.GOING_AWAY, "server shutting down")
@@ -433,6 +476,8 @@ class EventBus:
         # Out of every room at once, but sock.rooms still lists them for the hook.
         self._router.detach(conn)
         self._connections.pop(conn.sid, None)
+        if self.metrics is not None:
+            self.metrics.connection_ended(conn)
         disconnect = conn.disconnect
         assert disconnect is not None
         if disconnect.by_server and self._may_log():
@@ -518,11 +563,14 @@ class EventBus:
         task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Serve on listeners you opened; see :meth:`serve`."""
-        async with self.running() as connections, trio.open_nursery() as accepting:
-            for listener in listeners:
-                accepting.start_soon(self._accept, listener, connections)
-            task_status.started(listeners)
-            await self.wait_shutdown()
+        async with trio.open_nursery() as accepting:
+            async with self.running() as connections:
+                for listener in listeners:
+                    accepting.start_soon(self._accept, listener, connections)
+                task_status.started(listeners)
+                await self.wait_shutdown()
+            # Accepting went on while the bus drained, so that /health could say
+            # 503 to load balancers (and upgrades get 503); now it stops.
             accepting.cancel_scope.cancel()
 
     async def _accept(self, listener: trio.abc.Listener[Any], connections: trio.Nursery) -> None:
@@ -584,6 +632,7 @@ class EventBus:
             await nursery.start(self.adapter.run, self._router)
             self._router.nursery = nursery
             nursery.start_soon(self._heartbeat)
+            nursery.start_soon(self._watch_adapter)
             try:
                 yield nursery
             except BaseException:
@@ -599,9 +648,11 @@ class EventBus:
         await self._stop.wait()
 
     def shutdown(self) -> None:
-        """Begin a graceful shutdown: stop accepting, answer new requests with
+        """Begin a graceful shutdown: answer new connections 503 (``/health`` too,
+        so that load balancers stop sending clients), answer new requests with
         ``unavailable``, let running handlers finish (up to ``drain_timeout``),
-        close every connection with 1001, then return from :meth:`serve`."""
+        close every connection with 1001, stop listening, then return from
+        :meth:`serve`."""
         if self._stop is not None:
             # From now on requests are answered `unavailable`, even before the
             # serving task wakes up to drain.

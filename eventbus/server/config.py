@@ -75,6 +75,11 @@ class ServerConfig:
     send_queue_size: int = attrs.field(default=1024, validator=_positive)
     #: Bytes that may wait in one connection's outbound queue.
     send_queue_bytes: int = attrs.field(default=8 * 1_048_576, validator=_positive)
+    #: Count what the bus does and serve it at ``GET /metrics`` (Prometheus).
+    metrics: bool = True
+    #: Seconds the adapter may stay disconnected (Redis down) before ``/health``
+    #: answers 503; ``/live`` answers 200 all the same.
+    health_grace: float = attrs.field(default=10.0, validator=_non_negative)
     #: Open connections (handshakes in progress included) above which new ones are
     #: answered HTTP 503; ``None``: what the file descriptor limit allows, less a
     #: tenth of it (at least 32) kept free.

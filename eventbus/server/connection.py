@@ -316,10 +316,18 @@ class Connection:
                 await pending.done.wait()
         finally:
             self._calls.pop(ack_id, None)
+        metrics = self._bus.metrics
         if not pending.done.is_set():
+            if metrics is not None:
+                metrics.calls["timeout"] += 1
             raise CallTimeout(f"{self.sid} did not answer {event!r} within {limit} s")
         if pending.error is not None:
+            if metrics is not None:
+                metrics.calls["closed" if isinstance(pending.error, ConnectionClosed)
+                              else "error"] += 1
             raise pending.error
+        if metrics is not None:
+            metrics.calls["answered"] += 1
         return pending.value
 
     def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
@@ -353,7 +361,11 @@ class Connection:
 
     def frame(self, packet: Packet) -> bytes:
         """Encode a packet for this connection and frame it."""
-        return server_frame(self._codec.encode(packet), binary=self._codec.binary)
+        frame = server_frame(self._codec.encode(packet), binary=self._codec.binary)
+        metrics = self._bus.metrics
+        if metrics is not None:
+            metrics.sent[(type(packet).__name__, self._codec.name)] += 1
+        return frame
 
     def send_frame(
         self, frame: bytes, delivery: Delivery, room: str | None, key: str | None
@@ -657,6 +669,9 @@ class Connection:
             self._charge_values()
             return self._protocol_error(exc)
         values = self._charge_values()
+        metrics = self._bus.metrics
+        if metrics is not None:
+            metrics.received[(type(packet).__name__, self._codec.name)] += 1
         if isinstance(packet, Ack | ErrorReply):
             self._accepted()
             self._on_reply(packet)
@@ -716,6 +731,9 @@ class Connection:
         if ack_id in self._client_acks:
             ack_id = None  # that id names a request still running: do not answer it
         self._reply_error(ack_id, error)
+        metrics = self._bus.metrics
+        if metrics is not None:
+            metrics.refusals[error.code] += 1
         return self._refused()
 
     def _refused(self) -> bool:

@@ -25,6 +25,7 @@ from ..errors import (
 from ..protocol import Emit, Join, Leave, Packet, Publish, Resume
 from .connection import Connection
 from .handlers import Handler, maybe_await
+from .metrics import UNKNOWN_EVENT
 from .outbox import Delivery
 
 if TYPE_CHECKING:
@@ -129,10 +130,18 @@ class Dispatcher:
             limiter.release_on_behalf_of(token)
 
     async def _run_handler(self, conn: Connection, packet: Emit, handler: Handler | None) -> None:
-        if handler is None:
-            assert self._bus._catch_all is not None
-            result = self._bus._catch_all.func(conn, packet.event, packet.data)
-        else:
-            result = handler.func(conn, handler.structure(packet.event, packet.data))
-        result = await maybe_await(result)
+        metrics = self._bus.metrics
+        started = trio.current_time() if metrics is not None else 0.0
+        try:
+            if handler is None:
+                assert self._bus._catch_all is not None
+                result = self._bus._catch_all.func(conn, packet.event, packet.data)
+            else:
+                result = handler.func(conn, handler.structure(packet.event, packet.data))
+            result = await maybe_await(result)
+        finally:
+            if metrics is not None:
+                # Labelled by registered events only: the label's values stay bounded.
+                metrics.handler_done(packet.event if handler is not None else UNKNOWN_EVENT,
+                                     trio.current_time() - started)
         conn.answer(packet.ack_id, Handler.unstructure(result))

@@ -31,6 +31,7 @@ from .http import (
     send_response,
 )
 from .logs import quote
+from .metrics import CONTENT_TYPE, exposition
 
 if TYPE_CHECKING:
     from .app import EventBus
@@ -137,6 +138,8 @@ class Handshakes:
     async def _refuse_busy(self, stream: trio.abc.Stream, exchange: HttpExchange | None) -> None:
         """Answer 503 to a request read at capacity, at once; close a connection that
         sent none (so that a refusal holds its descriptor for moments only)."""
+        if self._bus.metrics is not None:
+            self._bus.metrics.refused[503] += 1
         if not self.busy_logged:
             logger.warning("at max_connections (%d): new connections are answered 503",
                            self._bus.max_connections)
@@ -162,8 +165,15 @@ class Handshakes:
                 method = exchange.request.method.decode("ascii", "replace")
                 if not exchange.is_websocket:
                     path = exchange.handshake_request(remote).path
-                    status, body, kind, extra = plain_answer(
-                        method, path, len(self._bus._connections), self._bus.adapter.state.value)
+                    if path == "/metrics" and self._bus.metrics is not None:
+                        status, body, kind, extra = (
+                            (200, exposition(self._bus.metrics_registry), CONTENT_TYPE, [])
+                            if method in ("GET", "HEAD") else
+                            (405, b"/metrics answers GET and HEAD only\n",
+                             "text/plain; charset=utf-8", [("allow", "GET, HEAD")]))
+                    else:
+                        status, body, kind, extra = plain_answer(
+                            method, path, self._bus.health())
                     await send_response(stream, exchange, status, body, kind, extra)
                     await stream.aclose()
                     return None
@@ -198,6 +208,8 @@ class Handshakes:
                     raise HandshakeRejected(status, str(exc), headers=extra) from None
                 await stream.send_all(response)
             except HandshakeRejected as exc:
+                if self._bus.metrics is not None:
+                    self._bus.metrics.refused[exc.status] += 1
                 if self._bus._may_log():
                     logger.info("handshake from %s refused: %d %s", _peer(remote),
                                 exc.status, quote(exc.message))

@@ -164,18 +164,20 @@ _PLAIN_METHODS = "GET, HEAD"
 
 
 def plain_answer(
-    method: str, path: str, connections: int, adapter: str = "connected",
+    method: str, path: str, health: tuple[int, Mapping[str, object]],
 ) -> tuple[int, bytes, str, list[tuple[str, str]]]:
     """Status, body, content type and extra headers for a request that is not an
-    upgrade: ``/health`` and the browser client script answer GET and HEAD (405
-    for other methods), any other path 426."""
-    if path in ("/health", CLIENT_SCRIPT_PATH) and method not in ("GET", "HEAD"):
+    upgrade: ``/health`` (readiness: ``health`` is the bus's ``(status, body)``),
+    ``/live`` (liveness: 200 while the process answers) and the browser client
+    script answer GET and HEAD (405 for other methods), any other path 426."""
+    if path in ("/health", "/live", CLIENT_SCRIPT_PATH) and method not in ("GET", "HEAD"):
         return (405, f"{path} answers GET and HEAD only\n".encode(),
                 "text/plain; charset=utf-8", [("allow", _PLAIN_METHODS)])
     if path == "/health":
-        body = json.dumps(
-            {"status": "ok", "connections": connections, "adapter": adapter}).encode()
-        return 200, body, "application/json", []
+        status, info = health
+        return status, json.dumps(info).encode(), "application/json", []
+    if path == "/live":
+        return 200, b'{"status": "alive"}', "application/json", []
     if path == CLIENT_SCRIPT_PATH:
         script = resources.files("eventbus").joinpath("static/eventbus.js")
         if script.is_file():

@@ -59,7 +59,7 @@ class Outbox:
 
     __slots__ = (
         "_dead", "_encode_gap", "_entries", "_latest", "_live", "bytes", "dropped",
-        "gaps", "max_bytes", "max_messages",
+        "dropped_latest", "gaps", "gaps_sent", "max_bytes", "max_messages",
     )
 
     def __init__(self, max_messages: int, max_bytes: int, encode_gap: GapEncoder) -> None:
@@ -74,8 +74,11 @@ class Outbox:
         self.bytes = 0
         #: Drops not yet reported to the client, by room (None: direct messages).
         self.gaps: dict[str | None, int] = {}
-        #: Drops since the connection opened.
+        #: Drops since the connection opened (``latest`` ones also counted apart).
         self.dropped = 0
+        self.dropped_latest = 0
+        #: Gap packets queued for the client since the connection opened.
+        self.gaps_sent = 0
 
     @property
     def idle(self) -> bool:
@@ -98,8 +101,10 @@ class Outbox:
             if old is not None and old.frame is not None:
                 self._discard(old)
                 self._count_drop(room)
+                self.dropped_latest += 1
             elif self._full():
                 self._count_drop(room)
+                self.dropped_latest += 1
                 return True
             entry = _Entry(frame, room, key)
             self._latest[(room, key)] = entry
@@ -182,5 +187,6 @@ class Outbox:
                 self._live + len(self.gaps) <= self.max_messages
                 and self.bytes < self.max_bytes)):
             gaps, self.gaps = self.gaps, {}
+            self.gaps_sent += len(gaps)
             for room, count in gaps.items():
                 self._append(_Entry(self._encode_gap(room, count), None, None))

@@ -45,6 +45,7 @@ from ..protocol import (
     check_data,
 )
 from ..protocol.wsframe import server_frame
+from .metrics import Metrics
 from .outbox import Delivery
 from .rooms import RoomRegistry
 
@@ -118,6 +119,8 @@ class Router:
         self._sent = 0
         #: Runs calls to this node's members on behalf of other nodes.
         self.nursery: trio.Nursery | None = None
+        #: The bus's counts (set by the bus; None when metrics are off).
+        self.metrics: Metrics | None = None
 
     # --- the adapter's Node ------------------------------------------------------------
 
@@ -236,7 +239,7 @@ class Router:
         # Encoded lazily, at most once per codec, and the same bytes for everyone.
         binary_frame: bytes | None = None
         text_frame: bytes | None = None
-        sent = 0
+        sent = binary = 0
         for conn in targets:
             if conn.sid == skip:
                 continue
@@ -245,11 +248,22 @@ class Router:
                     binary_frame = server_frame(
                         self._msgpack.encode(packet, checked=checked), binary=True)
                 conn.send_frame(binary_frame, delivery, room, key)
+                binary += 1
             else:
                 if text_frame is None:
                     text_frame = self._text_frame(packet, checked)
                 conn.send_frame(text_frame, delivery, room, key)
             sent += 1
+        metrics = self.metrics
+        if metrics is not None and sent:
+            # Counted once per broadcast, not once per member.
+            name = type(packet).__name__
+            if binary:
+                metrics.sent[(name, "msgpack")] += binary
+            if sent - binary:
+                metrics.sent[(name, "json")] += sent - binary
+            if room is not None:
+                metrics.deliveries[delivery.value] += sent
         return sent
 
     def _text_frame(self, packet: Packet, checked: bool) -> bytes:

@@ -1,0 +1,205 @@
+"""What a bus counts, for Prometheus: ``GET /metrics`` on the bus's own port.
+
+On the hot path a count is a plain number: an integer attribute, or a
+``collections.Counter`` keyed by a label value, updated once per packet or per
+broadcast, never per recipient where it can be helped. The official
+``prometheus_client`` turns them into metrics only when scraped, through a custom
+collector (:class:`BusCollector`) on a registry of the bus's own, so that several
+buses in one process do not share counts. Labels take a bounded set of values:
+close codes, HTTP statuses, packet types, codecs, delivery policies, and the event
+names the app registered handlers for (every other event is ``"(unknown)"``);
+never a room or a session id.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from .app import EventBus
+    from .connection import Connection
+
+__all__ = ["CONTENT_TYPE", "BusCollector", "Metrics", "metric_reference"]
+
+#: The content type of the exposition format ``generate_latest`` writes.
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Upper bounds of the handler duration buckets, in seconds.
+DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    2.5, 5.0, 10.0)
+#: The ``event`` label of handlers for events the app registered no handler for.
+UNKNOWN_EVENT = "(unknown)"
+
+
+class _Histogram:
+    __slots__ = ("buckets", "count", "sum")
+
+    def __init__(self) -> None:
+        self.buckets = [0] * (len(DURATION_BUCKETS) + 1)
+        self.count = 0
+        self.sum = 0.0
+
+    def observe(self, seconds: float) -> None:
+        self.buckets[bisect.bisect_left(DURATION_BUCKETS, seconds)] += 1
+        self.count += 1
+        self.sum += seconds
+
+
+class Metrics:
+    """The counts of one bus (each attribute is one metric; see :func:`metric_reference`)."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.closed: Counter[tuple[int, bool]] = Counter()  # (code, by_server)
+        self.refused: Counter[int] = Counter()  # HTTP status
+        self.received: Counter[tuple[str, str]] = Counter()  # (packet type, codec)
+        self.sent: Counter[tuple[str, str]] = Counter()
+        self.deliveries: Counter[str] = Counter()  # delivery policy
+        self.refusals: Counter[str] = Counter()  # error code
+        self.calls: Counter[str] = Counter()  # outcome
+        self.handlers: dict[str, _Histogram] = {}
+        # What connections that ended had dropped and reported, kept when they go.
+        self._dropped = Counter[str]()
+        self._gaps = 0
+
+    def handler_done(self, event: str, seconds: float) -> None:
+        histogram = self.handlers.get(event)
+        if histogram is None:
+            histogram = self.handlers[event] = _Histogram()
+        histogram.observe(seconds)
+
+    def connection_ended(self, conn: Connection) -> None:
+        """Keep the counts of a connection that ends (its outbox goes with it)."""
+        self.closed[(conn.disconnect.code, conn.disconnect.by_server)
+                    if conn.disconnect else (1006, False)] += 1
+        volatile, latest, gaps = _outbox_counts(conn)
+        self._dropped["volatile"] += volatile
+        self._dropped["latest"] += latest
+        self._gaps += gaps
+
+
+def _outbox_counts(conn: Connection) -> tuple[int, int, int]:
+    box = conn._outbox
+    if box is None:
+        return 0, 0, 0
+    return box.dropped - box.dropped_latest, box.dropped_latest, box.gaps_sent
+
+
+class BusCollector(Collector):
+    """Reads a bus's counts into Prometheus metrics when scraped."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self._bus = bus
+
+    def describe(self) -> Iterator[Metric]:
+        return self._families(live=False)
+
+    def collect(self) -> Iterator[Metric]:
+        return self._families(live=True)
+
+    def _families(self, *, live: bool) -> Iterator[Metric]:
+        bus = self._bus
+        m = bus.metrics if bus.metrics is not None else Metrics()  # off: all zero
+        connections = list(bus.connections.values()) if live else []
+
+        def counter(name: str, doc: str, labels: Sequence[str] = (),
+                    values: Mapping[tuple[str, ...], float] | None = None) -> Metric:
+            family = CounterMetricFamily(name, doc, labels=list(labels))
+            for key, value in (values or {}).items():
+                family.add_metric(list(key), value)
+            return family
+
+        def gauge(name: str, doc: str, value: float | None) -> Metric:
+            family = GaugeMetricFamily(name, doc)
+            if value is not None:
+                family.add_metric([], value)
+            return family
+
+        yield gauge("eventbus_connections", "Open connections of this node.",
+                    len(connections) if live else None)
+        yield counter("eventbus_connections_opened", "Connections opened (upgraded).",
+                      values={(): m.opened} if live else None)
+        yield counter(
+            "eventbus_connections_closed", "Connections closed, by close code and by whom.",
+            ["code", "by"], {(str(code), "server" if by_server else "client"): count
+                             for (code, by_server), count in m.closed.items()})
+        yield counter("eventbus_handshakes_refused", "Handshakes refused, by HTTP status.",
+                      ["status"], {(str(status),): n for status, n in m.refused.items()})
+        yield gauge("eventbus_rooms", "Rooms with members on this node.",
+                    len(bus._router.rooms) if live else None)
+        yield counter("eventbus_packets_received", "Packets received, by type and codec.",
+                      ["type", "codec"], {key: n for key, n in m.received.items()})
+        yield counter("eventbus_packets_sent", "Packets sent, by type and codec.",
+                      ["type", "codec"], {key: n for key, n in m.sent.items()})
+        yield counter("eventbus_room_deliveries",
+                      "Room messages handed to members of this node, by delivery policy.",
+                      ["delivery"], {(policy,): n for policy, n in m.deliveries.items()})
+        dropped = Counter(m._dropped)
+        gaps = m._gaps
+        for conn in connections:
+            volatile, latest, sent = _outbox_counts(conn)
+            dropped["volatile"] += volatile
+            dropped["latest"] += latest
+            gaps += sent
+        yield counter("eventbus_dropped", "Messages dropped for slow clients, by delivery policy.",
+                      ["delivery"], {(policy,): n for policy, n in dropped.items()})
+        yield counter("eventbus_gaps_sent", "GAP packets sent to report drops.",
+                      values={(): gaps} if live else None)
+        yield counter("eventbus_refusals", "Packets refused unprocessed, by error code.",
+                      ["code"], {(code,): n for code, n in m.refusals.items()})
+        yield counter("eventbus_server_calls", "Server calls (sock.call, bus.call), by outcome.",
+                      ["outcome"], {(outcome,): n for outcome, n in m.calls.items()})
+        handlers = HistogramMetricFamily(
+            "eventbus_handler_duration_seconds", "Handler run times, by event.",
+            labels=["event"])
+        for event, histogram in m.handlers.items():
+            running, buckets = 0, []
+            for bound, count in zip((*DURATION_BUCKETS, float("inf")), histogram.buckets,
+                                    strict=True):
+                running += count
+                buckets.append((str(bound) if bound != float("inf") else "+Inf", running))
+            handlers.add_metric([event], buckets, histogram.sum)
+        yield handlers
+        adapter = bus.adapter.statistics() if live else {}
+        yield gauge("eventbus_adapter_connected",
+                    "Whether this node reaches the other nodes of its bus (1) or not (0).",
+                    (1.0 if bus.adapter.state.value == "connected" else 0.0) if live else None)
+        numbers = {name: value for name, value in adapter.items()
+                   if isinstance(value, int) and not isinstance(value, bool)}
+        yield counter("eventbus_adapter_events",
+                      "The adapter's own counts (reconnects, messages lost to outages, ...).",
+                      ["name"], {(name,): value for name, value in numbers.items()})
+
+
+def registry_for(bus: EventBus) -> CollectorRegistry:
+    """A registry of the bus's own, holding its collector."""
+    registry = CollectorRegistry(auto_describe=True)
+    registry.register(BusCollector(bus))
+    return registry
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The registry's metrics in the Prometheus text format."""
+    return generate_latest(registry)
+
+
+def metric_reference(bus: EventBus) -> list[tuple[str, str, list[str], str]]:
+    """``(name, type, labels, help)`` of every metric a bus exposes, read from its
+    collector (so that the docs' table cannot drift from the code)."""
+    return [
+        # The label names a family was made with (prometheus_client keeps them there).
+        (family.name, family.type, list(getattr(family, "_labelnames", ())),
+         family.documentation)
+        for family in BusCollector(bus).describe()
+    ]
