@@ -38,6 +38,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 #: Upper bounds of the handler duration buckets, in seconds.
 DURATION_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
                     2.5, 5.0, 10.0)
+#: Adapter statistics that are levels (gauges) rather than counts.
+ADAPTER_LEVELS = frozenset({"probe_lag_us", "queued", "inbox", "rooms", "nodes"})
 #: The ``event`` label of handlers for events the app registered no handler for.
 UNKNOWN_EVENT = "(unknown)"
 
@@ -179,7 +181,16 @@ class BusCollector(Collector):
                    if isinstance(value, int) and not isinstance(value, bool)}
         yield counter("eventbus_adapter_events",
                       "The adapter's own counts (reconnects, messages lost to outages, ...).",
-                      ["name"], {(name,): value for name, value in numbers.items()})
+                      ["name"], {(name,): value for name, value in numbers.items()
+                                 if name not in ADAPTER_LEVELS})
+        levels = GaugeMetricFamily(
+            "eventbus_adapter_level",
+            "The adapter's current levels (the last probe's round trip in microseconds, "
+            "messages queued, rooms subscribed, ...).", labels=["name"])
+        for name, value in numbers.items():
+            if name in ADAPTER_LEVELS:
+                levels.add_metric([name], value)
+        yield levels
 
 
 def registry_for(bus: EventBus) -> CollectorRegistry:
