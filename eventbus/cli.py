@@ -29,6 +29,7 @@ import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import trio
 
@@ -36,7 +37,10 @@ from . import __version__
 from .client import connect
 from .client.transport import check_url, collapse_groups
 from .errors import CallTimeout, ConnectionClosed, HandshakeRejected, RequestError
+from .logformat import configure_logging
 from .server import EventBus
+from .settings import Settings, SettingsError, add_arguments
+from .settings import load as load_settings
 
 __all__ = ["AppError", "build_parser", "load_app", "main"]
 
@@ -51,33 +55,22 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     serve = commands.add_parser(
         "serve", help="run a bus (the built-in demo when no app is given)",
-        description="Serve MODULE:ATTR (an EventBus, or a function returning one), or the "
-        "built-in demo: open rooms and an 'echo' event. The first Ctrl-C (SIGINT) or "
-        "SIGTERM shuts down gracefully, the second at once.",
-        epilog="Exit status: 0 stopped by SIGTERM, 1 cannot listen, 2 usage error or an "
-        "app that cannot be loaded, 130 stopped by Ctrl-C.",
+        description="Serve APP, module:attribute (an EventBus, or a function returning "
+        "one), or the built-in demo: open rooms and an 'echo' event. Each setting is a "
+        "flag, an EVENTBUS_* environment variable (EVENTBUS_PORT, EVENTBUS_PING_INTERVAL) "
+        "and a key of a TOML config file ([serve] port, [bus] ping_interval); a flag wins "
+        "over the environment, the environment over the file, the file over the app's "
+        "own settings. The first Ctrl-C (SIGINT) or SIGTERM shuts down gracefully, the "
+        "second at once.",
+        epilog="Exit status: 0 stopped by SIGTERM (or --print-config), 1 cannot listen, 2 "
+        "usage error, a bad setting or an app that cannot be loaded, 130 stopped by "
+        "Ctrl-C.",
     )
-    serve.add_argument("app", nargs="?",
-                       help="the app to serve, as module:attribute (default: the demo)")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default: %(default)s)")
-    serve.add_argument("--port", type=int, default=8765,
-                       help="port to listen on, 0 for a free one (default: %(default)s)")
-    serve.add_argument("--certfile", help="TLS certificate (PEM) to serve wss:// "
-                       "(default: none, plain ws://)")
-    serve.add_argument("--keyfile", help="TLS private key (PEM) (default: in the certfile)")
-    serve.add_argument("--log-level", default="info",
-                       choices=["debug", "info", "warning", "error"],
-                       help="least severe messages logged (default: %(default)s)")
-    serve.add_argument("--redis", metavar="URL",
-                       help="join the other nodes of the bus through this Redis server, "
-                       "e.g. redis://127.0.0.1:6379/0 (default: none, one node alone)")
-    serve.add_argument("--redis-prefix", default="eventbus", metavar="PREFIX",
-                       help="prefix of the Redis keys and channels, so that several buses "
-                       "can share one Redis (default: %(default)s)")
-    serve.add_argument("--workers", type=int, default=1, metavar="N",
-                       help="run N processes on the same port, joined through --redis, "
-                       "to use N cores (default: %(default)s)")
+    # Every setting (the command's own and ServerConfig's) is a flag; see settings.py.
+    add_arguments(serve)
+    serve.add_argument("--print-config", action="store_true",
+                       help="print the effective settings as a TOML config file, each "
+                       "with where it came from, and exit (default: serve)")
     # A worker of --workers: listen with SO_REUSEPORT beside the others.
     serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
@@ -87,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # for the workers of `serve --workers`
     status: int = args.run(args)
     return status
 
@@ -177,27 +172,29 @@ class _CannotListen(Exception):
 
 
 def _serve(args: argparse.Namespace) -> int:
-    logging.basicConfig(
-        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    if args.workers != 1:
-        return _serve_workers(args)
-    if args.app is None:
-        from .demo import make_demo_bus
-
-        bus = make_demo_bus()
-        logger.info("no app given: serving the built-in demo (open rooms: any client may "
-                    "join and publish to any room; 'echo' answers with its data)")
-    else:
-        sys.path.insert(0, ".")
-        try:
-            bus = load_app(args.app)
-        except AppError as exc:
-            if exc.__cause__ is not None and logger.isEnabledFor(logging.DEBUG):
-                traceback.print_exception(exc.__cause__)
-            print(f"eventbus serve: {exc}", file=sys.stderr)
-            return 2
-    if args.redis is not None:
+    try:
+        settings = load_settings(args, os.environ)
+    except SettingsError as exc:
+        print(f"eventbus serve: {exc}", file=sys.stderr)
+        return 2
+    options = settings.options
+    configure_logging(options.log_level, options.log_format)
+    if options.workers != 1 and not args.print_config:
+        return _serve_workers(args, settings)
+    bus = _load_bus(options.app)
+    if bus is None:
+        return 2
+    try:
+        config, sources = settings.bus_config(bus.config)
+    except SettingsError as exc:
+        print(f"eventbus serve: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        sys.stdout.write(settings.render(sources))
+        return 0
+    if config != bus.config:
+        bus.reconfigure(config)
+    if options.redis is not None:
         try:
             from .adapters.redis import RedisAdapter
         except ImportError:
@@ -205,22 +202,24 @@ def _serve(args: argparse.Namespace) -> int:
                   "pip install 'eventbus[redis]'", file=sys.stderr)
             return 2
         try:
-            bus.use_adapter(RedisAdapter(args.redis, prefix=args.redis_prefix))
+            bus.use_adapter(RedisAdapter(options.redis, prefix=options.redis_prefix))
         except ValueError as exc:
-            print(f"eventbus serve: --redis: {exc}", file=sys.stderr)
+            print(f"eventbus serve: {settings.serve['redis'].describe()}: {exc}",
+                  file=sys.stderr)
             return 2
     context = None
-    if args.certfile:
+    if options.certfile:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(args.certfile, args.keyfile)
-    elif args.keyfile:
+        context.load_cert_chain(options.certfile, options.keyfile)
+    elif options.keyfile:
         print("eventbus serve: --keyfile needs --certfile", file=sys.stderr)
         return 2
     try:
         # trio's nurseries wrap what they raise in exception groups: take out a lone
         # exception, so that the one we expect can be caught (any other group stays).
         with collapse_groups():
-            stopped_by = trio.run(_run, bus, args.host, args.port, context, args.reuse_port)
+            stopped_by = trio.run(_run, bus, options.host, options.port, context,
+                                  args.reuse_port)
     except _CannotListen as exc:
         print(f"eventbus serve: {exc}", file=sys.stderr)
         return 1
@@ -229,31 +228,53 @@ def _serve(args: argparse.Namespace) -> int:
     return 130 if stopped_by == signal.SIGINT else 0
 
 
-def _serve_workers(args: argparse.Namespace) -> int:
+def _load_bus(app: str | None) -> EventBus | None:
+    """The app's bus, or the demo's; ``None`` (said on stderr) if it cannot load."""
+    if app is None:
+        from .demo import make_demo_bus
+
+        logger.info("no app given: serving the built-in demo (open rooms: any client may "
+                    "join and publish to any room; 'echo' answers with its data)")
+        return make_demo_bus()
+    sys.path.insert(0, ".")
+    try:
+        return load_app(app)
+    except AppError as exc:
+        if exc.__cause__ is not None and logger.isEnabledFor(logging.DEBUG):
+            traceback.print_exception(exc.__cause__)
+        print(f"eventbus serve: {exc}", file=sys.stderr)
+        return None
+
+
+def _serve_workers(args: argparse.Namespace, settings: Settings) -> int:
     """``--workers N``: supervise N worker processes (see eventbus.workers)."""
-    if args.workers < 1:
-        print("eventbus serve: --workers must be at least 1", file=sys.stderr)
-        return 2
-    if args.redis is None:
+    options = settings.options
+    if options.redis is None:
         print("eventbus serve: --workers above 1 needs --redis: the workers are separate "
               "processes, and share rooms only through Redis", file=sys.stderr)
         return 2
-    if args.port == 0:
+    if options.port == 0:
         print("eventbus serve: --workers needs a fixed --port (with 0, each worker would "
               "listen on a port of its own)", file=sys.stderr)
         return 2
     from .workers import supervise
 
-    argv = [*([args.app] if args.app else []), "--host", args.host, "--port", str(args.port),
-            "--log-level", args.log_level, "--redis", args.redis,
-            "--redis-prefix", args.redis_prefix, "--reuse-port"]
-    if args.certfile:
-        argv += ["--certfile", args.certfile]
-    if args.keyfile:
-        argv += ["--keyfile", args.keyfile]
-    logger.info("starting %d workers on port %d, joined through %s", args.workers, args.port,
-                args.redis)
-    return trio.run(supervise, args.workers, argv)
+    # Each worker reads the same flags, environment and file as this process (their
+    # secrets stay out of the process list), as one worker beside the others.
+    serve_argv = args.argv[args.argv.index("serve") + 1:]
+    logger.info("starting %d workers on port %d, joined through %s", options.workers,
+                options.port, _redacted(options.redis))
+    return trio.run(supervise, options.workers,
+                    [*serve_argv, "--workers", "1", "--reuse-port"])
+
+
+def _redacted(url: str) -> str:
+    """``url`` without its password, for the log."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    return urlunsplit(parts._replace(netloc=netloc[0].partition(":")[0] + ":***@" + netloc[2]))
 
 
 async def _run(
