@@ -306,6 +306,8 @@ def _attribute_docs(cls: type) -> dict[str, str]:
                 if not line.strip().startswith("#:"):
                     break
                 comment.insert(0, line.strip()[2:].strip())
+            if not comment:
+                continue
             text = " ".join(comment).replace("``", "")
             docs[node.target.id] = re.sub(r":\w+:`~?(?:[\w.]+\.)?(\w+)`", r"\1", text)
     return docs
