@@ -14,6 +14,7 @@ import argparse
 import importlib
 import logging
 import os
+import re
 import sys
 import tomllib
 from collections.abc import Iterator
@@ -452,3 +453,64 @@ def test_workers_do_not_start_with_a_bad_bus_setting(
                  "--max-rooms", "0"]) == 2
     assert capsys.readouterr().err == (
         "eventbus serve: --max-rooms: max_rooms must be positive, not 0\n")
+
+
+# --- the reference page (docs/reference/cli.md) says what the code does ------------------
+
+CLI_PAGE = (Path(__file__).resolve().parents[1] / "docs" / "reference" / "cli.md").read_text()
+
+
+def _blocks(language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```$", CLI_PAGE, re.MULTILINE | re.DOTALL)
+
+
+def test_the_pages_config_file_is_one(tmp_path: Path) -> None:
+    (example,) = _blocks("toml")
+    path = tmp_path / "eventbus.toml"
+    path.write_text(example)
+    # load() checks every value without importing the app (chat:bus is not here).
+    loaded = settings_module.load(build_parser().parse_args(["serve", "--config", str(path)]),
+                                  {})
+    assert loaded.options.app == "chat:bus"
+    assert loaded.bus["allowed_origins"].value == ("https://chat.example",)
+    assert loaded.bus["max_connections"].value is None
+
+
+def test_the_pages_names_are_the_generated_ones() -> None:
+    rows = re.findall(r"^\| `(\w+)` \| (.+?) \| `(EVENTBUS_\w+)` \| `(\w+)` in `\[(\w+)\]` \|$",
+                      CLI_PAGE, re.MULTILINE)
+    assert len(rows) >= 5
+    for name, flag, env, key, table in rows:
+        setting = next(s for s in SERVE + BUS if s.name == name)
+        assert flag == (f"the `{setting.flag}` argument" if setting.positional
+                        else f"`{setting.flag}`")
+        assert (env, key, table) == (setting.env, setting.name, setting.table)
+
+
+def test_the_pages_print_config_is_an_excerpt_of_the_real_one(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (console,) = _blocks("console")
+    command, *shown = console.splitlines()
+    assert command == "$ EVENTBUS_PORT=9000 eventbus serve --print-config --max-rooms 20"
+    monkeypatch.setenv("EVENTBUS_PORT", "9000")
+    real = [" ".join(line.split()) for line in print_config(capsys, "--max-rooms", "20")
+            .splitlines()]
+    for line in shown:
+        if line != "...":
+            assert " ".join(line.split()) in real, line
+
+
+def test_the_pages_error_lines_are_the_real_ones(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("EVENTBUS_PING_INTERVAL", "-1")
+    printed = [fails(capsys)]
+    monkeypatch.delenv("EVENTBUS_PING_INTERVAL")
+    Path("eventbus.toml").write_text("[bus]\nmax_rooms = 1.5\n")
+    printed.append(fails(capsys, "--config", "eventbus.toml"))
+    Path("eventbus.toml").write_text("[bus]\nping_intervall = 3\n")
+    printed.append(fails(capsys, "--config", "eventbus.toml"))
+    page = next(block for block in _blocks("text") if "eventbus serve: " in block)
+    assert page.splitlines() == [f"eventbus serve: {line}" for line in printed]
