@@ -25,9 +25,9 @@ import attrs
 import pytest
 
 from eventbus import ServerConfig
-from eventbus import settings as settings_module
 from eventbus.cli import build_parser, main
-from eventbus.settings import BUS, SERVE, Kind, ServeOptions
+from eventbus.settings import BUS, SERVE, Kind, ServeOptions, load
+from eventbus.settings.table import settings_of
 
 
 @pytest.fixture(autouse=True)
@@ -125,7 +125,7 @@ def test_a_field_added_later_is_a_setting_by_itself() -> None:
         names: tuple[str, ...] = ()
         label: str = "x"
 
-    found = {s.name: s for s in settings_module._settings(Later, "bus")}
+    found = {s.name: s for s in settings_of(Later, "bus")}
     assert found["flag"].kind == Kind("bool")
     assert found["count"].kind == Kind("int", optional=True)
     assert found["count"].doc == "How many (two lines)."
@@ -143,7 +143,7 @@ def test_a_field_of_a_type_no_source_can_spell_fails_loudly() -> None:
         table: dict[str, int] = attrs.Factory(dict)
 
     with pytest.raises(TypeError, match=r"Odd.table has the type .* cannot read"):
-        settings_module._settings(Odd, "bus")
+        settings_of(Odd, "bus")
 
 
 # --- every type, from each source ------------------------------------------------------
@@ -469,7 +469,7 @@ def test_the_pages_config_file_is_one(tmp_path: Path) -> None:
     path = tmp_path / "eventbus.toml"
     path.write_text(example)
     # load() checks every value without importing the app (chat:bus is not here).
-    loaded = settings_module.load(build_parser().parse_args(["serve", "--config", str(path)]),
+    loaded = load(build_parser().parse_args(["serve", "--config", str(path)]),
                                   {})
     assert loaded.options.app == "chat:bus"
     assert loaded.bus["allowed_origins"].value == ("https://chat.example",)
