@@ -57,14 +57,6 @@ _ACCEPT_RETRY = 0.1
 _ADAPTER_WATCH = 0.5
 # Pauses of the accept loop closer together than this make one episode, logged once.
 _EPISODE_GAP = 10.0
-# At capacity, a handshake silent for this long gives its place to a new one; and a
-# refusal waits at most this long to read the request and to send its 503.
-_STALLED_HANDSHAKE = 0.5
-_BUSY_READ = 0.05
-# How long an address closed for abuse gets no burst on new connections, and how
-# many such addresses are remembered (the oldest are forgotten first).
-_PENALTY = 10.0
-_PENALTIES_KEPT = 10_000
 # Log lines that all clients together may cause: a burst, then a line a second.
 _CLIENT_LOG_BURST = 100.0
 _CLIENT_LOG_PER_SECOND = 1.0
