@@ -405,14 +405,18 @@ async def _settle(*adapters: RedisAdapter) -> None:
 
 
 def _check_accounting(a: RedisAdapter, b: RedisAdapter, nb: RecordingNode, numbered: int,
-                      tally: dict[str, int]) -> None:
+                      tally: dict[str, int], *, died_with_epoch: int = 0) -> None:
     """Everything a sent is delivered to b or counted: exact but for the messages on
-    the wire when a connection broke (``unconfirmed``: they may have gone)."""
+    the wire when a connection broke (``unconfirmed``: they may have gone), and, when
+    Redis died, for the last messages of the old epoch that Redis numbered but never
+    handed to b (up to ``died_with_epoch``; no one can count them: b's
+    ``epochs_lost`` says that the room lost an unknown number)."""
     sa, sb = a.statistics(), b.statistics()
     unconfirmed = int(sa["unconfirmed"])
     lost_sent, lost_received = int(sa["lost_sent"]), int(sb["lost_received"])
     assert tally["refused"] <= lost_sent
-    assert numbered + lost_sent <= tally["attempted"] <= numbered + lost_sent + unconfirmed
+    assert numbered + lost_sent <= tally["attempted"]
+    assert tally["attempted"] <= numbered + lost_sent + unconfirmed + died_with_epoch
     assert len(nb.delivered) + lost_received == numbered, "b's losses are counted exactly"
 
 
@@ -442,9 +446,12 @@ async def test_a_redis_restart_in_the_middle_of_traffic(
             assert seqs == sorted(set(seqs))
         last_old = max(p.seq for _, p in nb.delivered if p.epoch == before.epoch)
         numbered = (last_old - before.seq) + after.seq
-        _check_accounting(a, b, nb, numbered, tally)
+        _check_accounting(a, b, nb, numbered, tally, died_with_epoch=5)
         sa, sb = a.statistics(), b.statistics()
-        assert sa["reconnects"] == sb["reconnects"] == 1
+        assert sa["reconnects"] == 1
+        # b only receives: whether its command connection noticed the restart (a
+        # reconnect) or only its subscription did (made again) depends on timing.
+        assert int(sb["reconnects"]) + int(sb["resubscriptions"]) >= 1
         assert sb["epochs_lost"] == 1
         assert a.state is b.state is AdapterState.CONNECTED
         with capsys.disabled():
