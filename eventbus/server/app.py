@@ -60,6 +60,9 @@ _EPISODE_GAP = 10.0
 # Log lines that all clients together may cause: a burst, then a line a second.
 _CLIENT_LOG_BURST = 100.0
 _CLIENT_LOG_PER_SECOND = 1.0
+# Lines about connections opening and closing: one each, up to this rate.
+_CONNECTION_LOG_BURST = 1000.0
+_CONNECTION_LOG_PER_SECOND = 100.0
 
 AuthHook = Callable[[HandshakeRequest], Any]
 RoomHook = Callable[[Connection, str], Any]
@@ -105,6 +108,8 @@ class EventBus:
         # Log lines clients may cause, all connections together (each has its own too).
         # (A bus is often made outside trio, so the bucket starts full at time 0.)
         self._client_log_budget = LogBudget(_CLIENT_LOG_BURST, _CLIENT_LOG_PER_SECOND, 0.0)
+        self._connection_log_budget = LogBudget(
+            _CONNECTION_LOG_BURST, _CONNECTION_LOG_PER_SECOND, 0.0)
         self.adapter: Adapter = adapter if adapter is not None else MemoryAdapter()
         self._router = Router(self.adapter, self._connections, self._json, self._msgpack)
         self._router.metrics = self.metrics
@@ -472,12 +477,10 @@ class EventBus:
             self.metrics.connection_ended(conn)
         disconnect = conn.disconnect
         assert disconnect is not None
-        if disconnect.by_server and self._may_log():
-            logger.info("connection %s closed by the server: %d %s", conn.sid,
-                        disconnect.code, disconnect.reason)
-        else:
-            logger.debug("connection %s closed by the client: %d %s", conn.sid,
-                         disconnect.code, quote(disconnect.reason))
+        if self._may_log_connection():
+            logger.info("connection %s closed by the %s: %d %s", conn.sid,
+                        "server" if disconnect.by_server else "client", disconnect.code,
+                        quote(disconnect.reason))
 
     async def _run_on_disconnect(self, conn: Connection) -> None:
         if self._on_disconnect is None:
@@ -510,6 +513,18 @@ class EventBus:
         if self.config.max_connections is not None:
             return self.config.max_connections
         return descriptor_capacity()
+
+    def _may_log_connection(self) -> bool:
+        """Whether a connection may be logged as opened or closed now: one line each,
+        at a rate far above an ordinary server's, but not a connection flood's."""
+        budget = self._connection_log_budget
+        if not budget.allow(trio.current_time()):
+            return False
+        if budget.suppressed:
+            logger.info("%d lines about connections opening and closing were suppressed",
+                        budget.suppressed)
+            budget.suppressed = 0
+        return True
 
     def _may_log(self) -> bool:
         """Whether a line about a client may be logged now: clients that connect

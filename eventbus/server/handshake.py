@@ -223,8 +223,9 @@ class Handshakes:
             codec = self._bus._msgpack if codec_for_subprotocol(subprotocol) is MsgpackCodec \
                 else self._bus._json
             conn = Connection(self._bus, stream, ws, codec, request, state)
-            logger.debug("connection %s opened from %s (%s)", conn.sid, _peer(remote),
-                         codec.name)
+            if self._bus._may_log_connection():
+                logger.info("connection %s opened from %s (%s)", conn.sid, _peer(remote),
+                            codec.name)
             return conn
         await trio.aclose_forcefully(stream)  # the handshake took too long
         return None
