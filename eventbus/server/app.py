@@ -8,12 +8,13 @@ and hands the same frame to every member's non-blocking send path.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
 import os
 import ssl
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ import trio
 
 from ..adapters import Adapter, AdapterState, Member, MemoryAdapter, Published
 from ..codes import CloseCode
+from ..errors import HandshakeRejected
 from ..protocol import (
     JsonCodec,
     MsgpackCodec,
@@ -34,11 +36,9 @@ from .connection import Connection, Disconnect
 from .dispatch import Dispatcher
 from .handlers import Handler, make_handler, maybe_await
 from .handshake import Handshakes, descriptor_capacity
-from .http import (
-    HandshakeRequest,
-)
+from .http import HandshakeRequest, plain_answer, read_request, send_response
 from .logs import LogBudget, quote
-from .metrics import Metrics, registry_for
+from .metrics import CONTENT_TYPE, Metrics, exposition, registry_for
 from .outbox import Delivery
 from .router import CallResults, Router
 
@@ -100,6 +100,8 @@ class EventBus:
         self._authorize_publish: PublishHook | None = None
         self._connections: dict[str, Connection] = {}
         self._handshakes = Handshakes(self)
+        #: The listeners of the operations port (``metrics_port``), once serving.
+        self.ops_listeners: list[trio.abc.Listener[Any]] = []
         self._adapter_down_since: float | None = None
         self._dispatcher = Dispatcher(self)
         #: What the bus counts (see :mod:`eventbus.server.metrics`); ``None`` when the
@@ -563,24 +565,57 @@ class EventBus:
                 trio.SSLListener(listener, ssl_context, https_compatible=False)
                 for listener in listeners
             ]
-        await self.serve_listeners(listeners, task_status=task_status)
+        ops: list[trio.abc.Listener[Any]] = []
+        if self.config.metrics_port is not None:
+            ops = list(await trio.open_tcp_listeners(self.config.metrics_port, host=host))
+        await self.serve_listeners(listeners, ops_listeners=ops, task_status=task_status)
 
     async def serve_listeners(
         self, listeners: list[trio.abc.Listener[Any]], *,
+        ops_listeners: Sequence[trio.abc.Listener[Any]] = (),
         task_status: trio.TaskStatus[list[trio.abc.Listener[Any]]] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Serve on listeners you opened; see :meth:`serve`."""
+        """Serve on listeners you opened; see :meth:`serve`. ``ops_listeners``
+        answer only ``/metrics``, ``/health`` and ``/live`` (see ``metrics_port``)."""
+        self.ops_listeners = list(ops_listeners)
         async with trio.open_nursery() as accepting:
             async with self.running() as connections:
                 for listener in listeners:
-                    accepting.start_soon(self._accept, listener, connections)
+                    accepting.start_soon(self._accept, listener, connections,
+                                         self.handle_stream)
+                for listener in ops_listeners:
+                    accepting.start_soon(self._accept, listener, connections, self._answer_ops)
                 task_status.started(listeners)
                 await self.wait_shutdown()
             # Accepting went on while the bus drained, so that /health could say
             # 503 to load balancers (and upgrades get 503); now it stops.
             accepting.cancel_scope.cancel()
 
-    async def _accept(self, listener: trio.abc.Listener[Any], connections: trio.Nursery) -> None:
+    async def _answer_ops(self, stream: trio.abc.Stream) -> None:
+        """Answer a request on the operations port: /metrics, /health or /live."""
+        with contextlib.suppress(HandshakeRejected, trio.BrokenResourceError,
+                                 trio.ClosedResourceError, OSError), \
+                trio.move_on_after(self.config.handshake_timeout):
+            exchange = await read_request(stream)
+            if exchange is not None:
+                method = exchange.request.method.decode("ascii", "replace")
+                path = exchange.handshake_request(None).path
+                answer: tuple[int, bytes, str, list[tuple[str, str]]]
+                if path == "/metrics" and method in ("GET", "HEAD"):
+                    answer = (200, exposition(self.metrics_registry), CONTENT_TYPE, [])
+                elif path in ("/metrics", "/health", "/live"):
+                    answer = plain_answer(method, path, self.health())
+                else:
+                    answer = (404, b"this port answers /metrics, /health and /live\n",
+                              "text/plain; charset=utf-8", [])
+                status, body, kind, extra = answer
+                await send_response(stream, exchange, status, body, kind, extra)
+        await trio.aclose_forcefully(stream)
+
+    async def _accept(
+        self, listener: trio.abc.Listener[Any], connections: trio.Nursery,
+        handler: Callable[[trio.abc.Stream], Awaitable[None]],
+    ) -> None:
         """Accept connections until cancelled; each is served in ``connections``.
 
         Out of descriptors (or memory), accepting pauses and retries, as
@@ -588,10 +623,11 @@ class EventBus:
         traceback per retry.
         """
         async with listener:  # closed when serving ends, as trio.serve_listeners does
-            await self._accept_until_cancelled(listener, connections)
+            await self._accept_until_cancelled(listener, connections, handler)
 
     async def _accept_until_cancelled(
         self, listener: trio.abc.Listener[Any], connections: trio.Nursery,
+        handler: Callable[[trio.abc.Stream], Awaitable[None]],
     ) -> None:
         # An episode of exhaustion is said once, and its end once, with how many
         # pauses it took; pauses within _EPISODE_GAP of each other are one episode.
@@ -621,7 +657,7 @@ class EventBus:
             handshakes = self._handshakes
             if handshakes.busy_logged and handshakes.open_count() < 0.9 * self.max_connections:
                 handshakes.busy_logged = False  # the episode is over: say so next time
-            connections.start_soon(self.handle_stream, stream)
+            connections.start_soon(handler, stream)
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[trio.Nursery]:

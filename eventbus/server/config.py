@@ -77,6 +77,11 @@ class ServerConfig:
     send_queue_bytes: int = attrs.field(default=8 * 1_048_576, validator=_positive)
     #: Count what the bus does and serve it at ``GET /metrics`` (Prometheus).
     metrics: bool = True
+    #: Serve ``/metrics``, ``/health`` and ``/live`` on this port of the same host,
+    #: apart from the bus's clients (``/metrics`` then leaves the bus's port; 0
+    #: picks a free port); ``None``: on the bus's port only.
+    metrics_port: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_non_negative))
     #: Seconds the adapter may stay disconnected (Redis down) before ``/health``
     #: answers 503; ``/live`` answers 200 all the same.
     health_grace: float = attrs.field(default=10.0, validator=_non_negative)

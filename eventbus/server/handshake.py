@@ -165,7 +165,8 @@ class Handshakes:
                 method = exchange.request.method.decode("ascii", "replace")
                 if not exchange.is_websocket:
                     path = exchange.handshake_request(remote).path
-                    if path == "/metrics" and self._bus.metrics is not None:
+                    if (path == "/metrics" and self._bus.metrics is not None
+                            and self._bus.config.metrics_port is None):
                         status, body, kind, extra = (
                             (200, exposition(self._bus.metrics_registry), CONTENT_TYPE, [])
                             if method in ("GET", "HEAD") else

@@ -152,3 +152,23 @@ async def test_metrics_answer_get_and_head_only() -> None:
             status, headers, _ = await http_request(
                 port, b"POST /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
             assert (status, headers["allow"]) == (405, "GET, HEAD")
+
+
+async def test_metrics_may_have_a_port_of_their_own() -> None:
+    bus = open_bus(metrics_port=0)
+    with trio.fail_after(10):
+        async with serving(bus) as port, raw_client(port):
+            (ops,) = bus.ops_listeners
+            ops_port = ops.socket.getsockname()[1]  # type: ignore[attr-defined]
+            assert ops_port != port
+            got = await scrape(ops_port)
+            assert got[("eventbus_connections", ())] == 1
+            status, _, body = await http_get(ops_port, "/health")
+            assert (status, json.loads(body)["status"]) == (200, "ok")
+            status, _, _ = await http_get(ops_port, "/live")
+            assert status == 200
+            status, _, _ = await http_get(ops_port, "/anything")
+            assert status == 404
+            # The bus's own port no longer answers /metrics.
+            status, _, _ = await http_get(port, "/metrics")
+            assert status == 426
