@@ -370,7 +370,7 @@ def test_errors_after_listening_are_not_reported_as_listening_errors(app_dir: Pa
     (app_dir / "cli_broken.py").write_text(
         "import eventbus, trio.testing\n\n"
         "class Broken(eventbus.EventBus):\n"
-        "    async def serve_listeners(self, listeners, *, task_status):\n"
+        "    async def serve_listeners(self, listeners, *, task_status, **_):\n"
         "        task_status.started(listeners)\n"
         "        await trio.testing.wait_all_tasks_blocked()  # serve waits for signals\n"
         "        for listener in listeners:\n"
