@@ -2,15 +2,17 @@
 
     python benchmarks/report.py benchmarks/results/latest.json docs/benchmarks.md
     python benchmarks/report.py --sections benchmarks/results/scaleout.json docs/benchmarks.md
+    python benchmarks/report.py --sections benchmarks/results/metrics.json docs/benchmarks.md
 
 Writes the markdown file and a PNG beside it (same name, .png). Needs matplotlib
 (benchmarks/requirements.txt; run.py calls this with benchmarks/.venv-peers).
 
-``--sections`` writes only the two sections made from a ``run.py --scaleout`` run
-("Scale-out: fan-out across nodes", "No regression: W2 before and after the adapter
-seam") into an existing page, between their markers, and draws nothing (standard
-library only). A full report includes those sections too, from
-benchmarks/results/scaleout.json, when that file exists.
+``--sections`` writes only the sections made from a variants run into an existing
+page, between their markers, and draws nothing (standard library only): from a
+``run.py --scaleout`` run the two sections "Scale-out: fan-out across nodes" and "No
+regression: W2 before and after the adapter seam"; from a ``run.py --metrics-cost``
+run the section "Metrics: the cost of counting". A full report includes those
+sections too, from benchmarks/results/scaleout.json and metrics.json, when they exist.
 """
 
 from __future__ import annotations
@@ -215,6 +217,8 @@ def markdown(results: dict[str, Any], png_name: str) -> str:
                if changes else ", with no uncommitted changes to `eventbus/`.") + "\n")
     if SCALEOUT_JSON.is_file():
         add(SCALEOUT_POINTER + "\n")
+    if METRICS_JSON.is_file():
+        add(METRICS_POINTER + "\n")
     add(f"![benchmark results]({png_name})\n")
 
     add("## Summary\n")
@@ -326,6 +330,9 @@ def markdown(results: dict[str, Any], png_name: str) -> str:
         with contextlib.suppress(ValueError, KeyError):
             add(sections_markdown(json.loads(SCALEOUT_JSON.read_text()),
                                   further_runs(SCALEOUT_JSON)))
+    if METRICS_JSON.is_file():
+        with contextlib.suppress(ValueError, KeyError):
+            add(metrics_markdown(json.loads(METRICS_JSON.read_text())))
 
     # What the numbers do not say by themselves (a missed target: why, and what
     # was tried) is written by people, in a file kept beside the runner.
@@ -527,6 +534,8 @@ def _how_to_run() -> str:
         "python3 benchmarks/run.py --servers eventbus,socketio-py --workloads W1,W2 --reps 5\n"
         "python3 benchmarks/run.py --workloads W1,W2 --reps 1 --profile W1,W2   # + py-spy\n"
         "python3 benchmarks/run.py --scaleout --nice -10 --profile W2   # the scale-out sections\n"
+        "python3 benchmarks/run.py --metrics-cost --nice -10 --reps 5 --profile W1,W2 "
+        "--profile-seconds 30 --profile-rate 500 --profile-blocking   # the metrics section\n"
         "```\n\n"
         "Needs Python 3.11+, Node 18+ with npm, `taskset`, and the registries (first run "
         "only): `run.py` runs `npm ci` in `benchmarks/` (ws, bufferutil, @msgpack/msgpack, "
@@ -547,8 +556,11 @@ def main() -> None:
         results = json.loads(Path(sys.argv[2]).read_text())
         report_path = Path(sys.argv[3])
         doc = report_path.read_text() if report_path.exists() else ""
-        report_path.write_text(insert_sections(doc, sections_markdown(
-            results, further_runs(Path(sys.argv[2])))))
+        if results["meta"].get("metrics_cost"):
+            report_path.write_text(insert_metrics_section(doc, metrics_markdown(results)))
+        else:
+            report_path.write_text(insert_sections(doc, sections_markdown(
+                results, further_runs(Path(sys.argv[2])))))
         return
     results_path = Path(sys.argv[1])
     report_path = Path(sys.argv[2])
@@ -628,7 +640,9 @@ def _pair(summary: dict[str, Any], after: str, before: str) -> dict[str, Any] | 
     return pair
 
 
-def _noise_text(meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+def _noise_text(meta: dict[str, Any], runs: list[dict[str, Any]],
+                cost: str = "CPU time per delivery",
+                noisy: str = "The deliveries/s columns are") -> str:
     good = [r for r in runs if r.get("ok")]
     foreign = sorted(r["cpu"]["foreign_cpu"] for r in good
                      if (r.get("cpu") or {}).get("foreign_cpu") is not None)
@@ -679,11 +693,13 @@ def _noise_text(meta: dict[str, Any], runs: list[dict[str, Any]]) -> str:
         "Against that: before each run the runner waited (up to "
         f"{meta.get('quiet_wait', 60):.0f} s, then 5 s once a wait had run out) for "
         "the machine to go quiet"
-        + (f"; every process of ours (servers, load generator, redis-server) ran at nice "
-           f"{nice}, their sessions' autogroups too" if nice else "")
-        + "; and the figures compared are CPU time per delivery from each process's own "
+        + ("; every process of ours (servers, load generator"
+           + (", redis-server" if any(v.get("adapter") == "redis" for v in
+                                      (meta.get("variants") or {}).values()) else "")
+           + f") ran at nice {nice}, their sessions' autogroups too" if nice else "")
+        + f"; and the figures compared are {cost} from each process's own "
         "`/proc/<pid>/stat` (utime+stime), which other work changes far less than it "
-        "changes wall-clock throughput. The deliveries/s columns are the noisy ones.\n")
+        f"changes wall-clock throughput. {noisy} the noisy ones.\n")
     return "\n".join(lines)
 
 
@@ -980,6 +996,283 @@ def insert_sections(doc: str, sections: str) -> str:
             head, _, tail = doc.partition(anchor)
             return head + "\n" + sections + anchor + tail
     return doc.rstrip("\n") + "\n\n" + sections
+
+
+# --- the section of a metrics run (run.py --metrics-cost) -----------------------------
+
+METRICS_BEGIN = ("<!-- metrics:begin: written by `benchmarks/run.py --metrics-cost` from "
+                 "benchmarks/results/metrics.json; edit benchmarks/report.py or "
+                 "benchmarks/METRICS.md instead -->")
+METRICS_END = "<!-- metrics:end -->"
+METRICS_JSON = Path(__file__).with_name("results") / "metrics.json"
+METRICS_POINTER = (
+    "What counting for Prometheus costs (W1 and W2 with metrics on and off) comes from a "
+    "run of its own (`run.py --metrics-cost`): "
+    "[Metrics: the cost of counting](#metrics-the-cost-of-counting), below.")
+METRICS_LIMIT = 0.03  # the issue's: on and off differ by less than 3%
+METRICS_BEFORE_DEFAULT = "6a53bc1"
+
+
+def _ratio_pct(stat: dict[str, float] | None) -> str:
+    """A ratio with three decimals and as a change: **1.012x** (+1.2%) (0.990-1.030)."""
+    if not stat:
+        return "-"
+    return (f"**{stat['median']:.3f}x** ({100 * (stat['median'] - 1):+.1f}%; "
+            f"{stat['min']:.3f}-{stat['max']:.3f})")
+
+
+def _metrics_command(meta: dict[str, Any]) -> str:
+    roles = meta.get("metrics_cost") or {}
+    parts = ["python3 benchmarks/run.py", "--metrics-cost"]
+    before = roles.get("before")
+    ref = ((meta.get("variants") or {}).get(before) or {}).get("ref") if before else "none"
+    if ref != METRICS_BEFORE_DEFAULT:
+        parts.append(f"--before {ref}")
+    if meta.get("quick"):
+        parts.append("--quick")
+    if meta.get("reps") != (1 if meta.get("quick") else 3):
+        parts.append(f"--reps {meta['reps']}")
+    if meta.get("nice"):
+        parts.append(f"--nice {meta['nice']}")
+    profiled = sorted({key.split()[0] for key in meta.get("profiles") or {}})
+    if profiled:
+        parts.append("--profile " + ",".join(profiled))
+        profiling = meta.get("profiling") or {}
+        if profiling.get("W1_seconds"):
+            parts.append(f"--profile-seconds {profiling['W1_seconds']:g}")
+        if profiling.get("rate", 200) != 200:
+            parts.append(f"--profile-rate {profiling['rate']}")
+        if profiling.get("blocking"):
+            parts.append("--profile-blocking")
+    return " ".join(parts)
+
+
+def metrics_markdown(results: dict[str, Any]) -> str:
+    """The "Metrics: the cost of counting" section of docs/benchmarks.md."""
+    meta = results["meta"]
+    runs = results["runs"]
+    roles = meta["metrics_cost"]
+    off, on, before = roles["off"], roles["on"], roles.get("before")
+    variants = meta.get("variants") or {}
+    titles = titles_for(meta)
+    out: list[str] = [METRICS_BEGIN, ""]
+    add = out.append
+    add("## Metrics: the cost of counting\n")
+    add("The bus counts what it does for Prometheus (`GET /metrics`, "
+        "`eventbus/server/metrics.py`): every packet received and sent (`connection.py`), "
+        "every broadcast once, not once per member (`router.py`), and the duration of "
+        "every handler (`dispatch.py`: two clock reads and a histogram bucket). The "
+        "operations issue asks that counting not slow the hot path measurably: **W1 and "
+        "W2 with metrics on and off, side by side, differ by less than "
+        f"{100 * METRICS_LIMIT:.0f}%**.\n")
+    commit = _commit_text(meta, on)
+    add(f"Side by side in one run, all at {commit} but the reference, each from its "
+        "commit's `eventbus` package (extracted with `git archive`), serving the same app "
+        "(`benchmarks/apps/eventbus_app.py`) to the same load generator:\n")
+    add(f"- **off**: `{off}`, the app's bus with `metrics=False` (the runner gives the "
+        "app the setting in `BENCH_EVENTBUS_SETTINGS`; `bus.metrics` is `None`, and "
+        "nothing is counted);")
+    add(f"- **on**: `{on}`, the default (`metrics=True`)" + (";" if before else ".\n"))
+    if before:
+        subject = (variants.get(before) or {}).get("subject")
+        add(f"- **before** (a reference): `{before}`"
+            + (f" (\"{subject}\")" if subject else "")
+            + ", the commit before metrics: no counting, and no `if metrics is not None` "
+            "tests on the hot path.\n")
+    add("W1 and W2 are the workloads of the main tables above (W1: "
+        f"{meta['params']['W1']['conns']} connections in closed loops of `echo` with an "
+        "ack, the event layer's cost per request; W2: "
+        f"{meta['params']['W2']['members']} members, "
+        f"{meta['params']['W2']['messages']:,} publishes, the fan-out). The figure that "
+        "decides is the server's **CPU time per operation** (per ack, per delivery), "
+        "which other work on the machine changes far less than throughput; the "
+        "throughput is there too.\n")
+    order = [s for s in (before, off, on) if s]
+    name_of = {off: "off", on: "on", before: "before"}
+    add("| Workload | metrics | eventbus | throughput | latency / duration | server CPU "
+        "µs per op | of which user / system | server CPU | load generator CPU | runs |")
+    add("|---|---|---|---|---|---|---|---|---|---|")
+    for workload, data in results["summary"].items():
+        metric = data["metric"]
+        extra = "p50_ms" if workload == "W1" else "seconds_to_last_delivery"
+        for server in order:
+            entry = data["servers"].get(server)
+            if not entry:
+                continue
+            lat = entry.get(extra)
+            if workload == "W1" and entry.get("p99_ms"):
+                lat_text = (f"p50 {spread(lat)} ms, p99 {fmt(entry['p99_ms']['median'])} ms"
+                            if lat else "-")
+            else:
+                lat_text = f"{spread(lat)} s" if lat else "-"
+            runs_text = f"{entry['runs'] - entry['failed']}/{entry['runs']} ok"
+            if entry.get("contended_runs"):
+                runs_text += f" ({entry['contended_runs']} contended)"
+            sat = " ⚠ saturated" if entry.get("loadgen_saturated_runs") else ""
+            user, system = entry.get("server_user_us_per_op"), \
+                entry.get("server_system_us_per_op")
+            parts = f"{_med(user)} / {_med(system)}" if user and system else "-"
+            add(f"| {titles[workload]} | {name_of[server]} | "
+                f"`{(variants.get(server) or {}).get('commit', server)}` | "
+                f"{spread(entry.get(metric))} {UNITS[metric]} | {lat_text} | "
+                f"{spread(entry.get('server_us_per_op'))} | {parts} | "
+                f"{_pct(entry.get('server_cpu'))} | "
+                f"{_pct(entry.get('loadgen_cpu'))}{sat} | {runs_text} |")
+    add("")
+    add("*User* is the CPU time the server spent in its own code (the Python "
+        "interpreter), *system* the time the kernel spent on its behalf (its socket "
+        "reads and writes, epoll), both from `/proc/<pid>/stat` (utime, stime; medians).\n")
+    add("**On / off**, within each repetition (median, and the change it means; min-max "
+        "over the repetitions). CPU per operation above 1 is dearer with metrics on; "
+        "throughput below 1 is slower:\n")
+    header = ("| Workload | server CPU per op, on / off | throughput, on / off | "
+              f"< {100 * METRICS_LIMIT:.0f}%? | user / system µs per op, on - off (median) |")
+    rule = "|---|---|---|---|---|"
+    if before:
+        header += " CPU per op, off / before | CPU per op, on / before |"
+        rule += "---|---|"
+    add(header)
+    add(rule)
+    verdicts = []
+    for workload, data in results["summary"].items():
+        pairs = data.get("pairs") or {}
+        pair = pairs.get(f"{on} / {off}") or {}
+        cost, speed = pair.get("server_us_per_op"), pair.get(data["metric"])
+        ok = None
+        if cost and speed:
+            ok = abs(cost["median"] - 1) < METRICS_LIMIT and \
+                abs(speed["median"] - 1) < METRICS_LIMIT
+            verdicts.append((workload, ok, cost["median"], speed["median"]))
+        diffs = [_stat(_rep_diffs(runs, workload, on, off, name))
+                 for name in ("server_user_us_per_op", "server_system_us_per_op")]
+        row = (f"| {titles[workload]} | {_ratio_pct(cost)} | {_ratio_pct(speed)} | "
+               f"{'-' if ok is None else '✅ yes' if ok else '❌ no'} | "
+               + " / ".join(f"{d['median']:+.2f}" if d else "-" for d in diffs) + " |")
+        if before:
+            row += "".join(
+                f" {_ratio_pct((pairs.get(f'{a} / {before}') or {}).get('server_us_per_op'))} |"
+                for a in (off, on))
+        add(row)
+    add("")
+    if verdicts:
+        met = all(ok for _, ok, _, _ in verdicts)
+        add(("**The requirement is met**" if met else "**The requirement is not met**")
+            + ": " + "; ".join(
+                f"{w} costs {100 * (c - 1):+.1f}% CPU per operation with metrics on, "
+                f"throughput {100 * (t - 1):+.1f}%" for w, _, c, t in verdicts) + ".\n")
+    add(_metrics_profiles(meta, off, on))
+    notes = Path(__file__).with_name("METRICS.md")
+    if notes.is_file():
+        add(notes.read_text().rstrip() + "\n")
+    add("### Method and noise (metrics)\n")
+    add(_noise_text(meta, runs, cost="CPU time per operation (per ack, per delivery)",
+                    noisy="The throughput columns are"))
+    add(f"Reproduce (about {max(1, round(meta['elapsed_s'] / 60))} min here"
+        + (", plus the profiles" if meta.get("profiles") else "") + "):\n")
+    add("```sh\n"
+        f"{_metrics_command(meta)}\n"
+        "python3 benchmarks/run.py --quick --metrics-cost   # smoke test, seconds\n"
+        "python3 benchmarks/run.py --servers eventbus-nometrics,eventbus --workloads W1,W2 "
+        "--no-report   # the working tree\n"
+        "```\n")
+    add(METRICS_END)
+    return "\n".join(out) + "\n"
+
+
+def _rep_diffs(runs: list[dict[str, Any]], workload: str, a: str, b: str,
+               name: str) -> list[float]:
+    """``name`` of server a minus server b, within each repetition."""
+    out = []
+    for rep in sorted({r["rep"] for r in runs}):
+        pick = [[r["metrics"].get(name) for r in runs if r["rep"] == rep and r["ok"]
+                 and r["workload"] == workload and r["server"] == server]
+                for server in (a, b)]
+        if pick[0] and pick[1] and pick[0][0] is not None and pick[1][0] is not None:
+            out.append(pick[0][0] - pick[1][0])
+    return out
+
+
+def _counting_line(name: str, source: str) -> bool:
+    """A line of the counting itself: it names the metrics, is in metrics.py, or ends
+    the handler's timing."""
+    return "metrics" in source or "(metrics.py:" in name or \
+        source.startswith("trio.current_time() - started")
+
+
+def _metrics_profiles(meta: dict[str, Any], off: str, on: str) -> str:
+    """Line by line, where the time goes with metrics off and on (py-spy)."""
+    profiles = meta.get("profiles") or {}
+    profiling = meta.get("profiling") or {}
+    out = []
+    for workload in meta["workloads"]:
+        how = (f"{'blocking' if profiling.get('blocking') else '`--nonblocking`'}, "
+               f"{profiling.get('rate', 200)} Hz"
+               + (f", measured for {profiling['W1_seconds']:g} s"
+                  if profiling.get("W1_seconds") and workload == "W1" else ""))
+        po, pn = profiles.get(f"{workload} {off}"), profiles.get(f"{workload} {on}")
+        if not po or not pn or "eventbus_lines" not in po or "eventbus_lines" not in pn:
+            continue
+        uo, un = po.get("server_us_per_op"), pn.get("server_us_per_op")
+        if not uo or not un:
+            continue
+        lo = {name: (pct, src) for pct, name, src in po["eventbus_lines"]}
+        ln = {name: (pct, src) for pct, name, src in pn["eventbus_lines"]}
+        out += [
+            f"**Where the time goes in {workload}, off and on**: py-spy ({how}) on the "
+            "server during one more run of each (`--profile`, not in the figures above). "
+            "Each sample is charged to the innermost line of eventbus code on its stack (the "
+            "line running, or calling the library or system call that runs), and a line's "
+            "share of the samples is turned into µs per operation with the profiled run's "
+            f"own server CPU per operation ({fmt(uo)} µs off, {fmt(un)} µs on; "
+            f"{po['samples']:,} and {pn['samples']:,} samples). The lines with the largest "
+            "differences, and the lines of the counting together:\n",
+            "| line | code | off % | off µs | on % | on µs | on - off µs |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+
+        def us(name: str, table: dict[str, tuple[float, str]], total: float) -> float:
+            return table.get(name, (0.0, ""))[0] * total / 100
+
+        names = sorted(set(lo) | set(ln),
+                       key=lambda n: (-abs(us(n, ln, un) - us(n, lo, uo)), n))
+        for name in names[:14]:
+            source = (ln.get(name) or lo.get(name) or (0.0, ""))[1]
+            code = (source if len(source) <= 60 else source[:57] + "...").replace("|", "\\|")
+            a, b = lo.get(name, (0.0, ""))[0], ln.get(name, (0.0, ""))[0]
+            out.append(f"| `{name}` | `{code}` | {a:.2f} | {us(name, lo, uo):.3f} | "
+                       f"{b:.2f} | {us(name, ln, un):.3f} | "
+                       f"{us(name, ln, un) - us(name, lo, uo):+.3f} |")
+        counting = [n for n in set(lo) | set(ln)
+                    if _counting_line(n, (ln.get(n) or lo.get(n) or (0.0, ""))[1])]
+        a = sum(lo.get(n, (0.0, ""))[0] for n in counting)
+        b = sum(ln.get(n, (0.0, ""))[0] for n in counting)
+        sa, sb = sum(us(n, lo, uo) for n in counting), sum(us(n, ln, un) for n in counting)
+        out.append(f"| **the counting** ({len(counting)} lines) | lines naming `metrics`, "
+                   f"in `metrics.py`, the handler's timing | {a:.2f} | {sa:.3f} | {b:.2f} | "
+                   f"{sb:.3f} | {sb - sa:+.3f} |")
+        out.append(f"| **all** | the profiled runs' server CPU per operation | 100 | "
+                   f"{uo:.3f} | 100 | {un:.3f} | {un - uo:+.3f} |")
+        out.append("")
+    return "\n".join(out) + ("\n" if out else "")
+
+
+def insert_metrics_section(doc: str, section: str) -> str:
+    """``doc`` with its metrics section replaced by ``section`` (or, the first time,
+    put in after the scale-out sections, else before the hand-written analysis, else
+    before the method)."""
+    if "<!-- metrics:begin" in doc and METRICS_END in doc:
+        head, _, rest = doc.partition("<!-- metrics:begin")
+        _, _, tail = rest.partition(METRICS_END)
+        return head + section.rstrip("\n") + tail
+    if SECTIONS_END in doc:
+        head, _, tail = doc.partition(SECTIONS_END)
+        return head + SECTIONS_END + "\n\n" + section.rstrip("\n") + tail
+    for anchor in ("\n## Targets missed", "\n## Method\n"):
+        if anchor in doc:
+            head, _, tail = doc.partition(anchor)
+            return head + "\n" + section + anchor + tail
+    return doc.rstrip("\n") + "\n\n" + section
+
 
 
 if __name__ == "__main__":

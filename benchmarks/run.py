@@ -6,6 +6,7 @@
     python3 benchmarks/run.py --servers eventbus,socketio-py --workloads W1,W2 --reps 5
     python3 benchmarks/run.py --profile W1,W2 # afterwards, py-spy profiles of eventbus
     python3 benchmarks/run.py --scaleout      # W2: before/after, and 1 or 2 nodes on Redis
+    python3 benchmarks/run.py --metrics-cost  # W1, W2: metrics off and on
 
 It sets up what it needs: ``npm ci`` in benchmarks/ (the ws load generator and the
 Node socket.io peer) and, when a Python peer runs or the report is drawn, the venv
@@ -33,6 +34,13 @@ delivery is reported per node too. ``--scaleout`` is the preset for the figures 
 docs/benchmarks.md: W2 at ``--before`` (3fb6785) and at HEAD, and at HEAD on Redis
 with one node and with two; it writes benchmarks/results/scaleout.json and the two
 sections of docs/benchmarks.md that come from it.
+
+Any variant may change settings of the app's bus: ``eventbus@HEAD[metrics=false]``
+(ServerConfig fields, given to benchmarks/apps/eventbus_app.py in the environment
+variable BENCH_EVENTBUS_SETTINGS). ``--metrics-cost`` is the preset for the section
+"Metrics: the cost of counting": W1 and W2 at HEAD with metrics off and on, and at
+``--before`` (6a53bc1, the commit before metrics); it writes
+benchmarks/results/metrics.json and that section.
 """
 
 from __future__ import annotations
@@ -80,16 +88,29 @@ ALIASES = {
     "socketio": "socketio-py", "python-socketio": "socketio-py",
     "node": "socketio-node", "node-socketio": "socketio-node", "socket.io": "socketio-node",
     "trio_websocket": "trio-websocket",
+    # The working tree's server with metrics off (see --metrics-cost).
+    "eventbus-nometrics": "eventbus[metrics=false]",
 }
 PEER_PYTHON_SERVERS = {"socketio-py"}
 
-# eventbus at another commit and/or as N nodes through Redis: eventbus[@REF][+redis[N]].
-VARIANT = re.compile(r"^eventbus(?:@(?P<ref>[^+\s,]+))?(?:\+redis(?P<nodes>\d*))?$")
+# eventbus at another commit and/or as N nodes through Redis, and/or with settings of
+# the app's bus changed: eventbus[@REF][+redis[N]][[NAME=VALUE,...]].
+VARIANT = re.compile(r"^eventbus(?:@(?P<ref>[^+\s,\[\]]+))?(?:\+redis(?P<nodes>\d*))?"
+                     r"(?:\[(?P<settings>[^\[\]]*)\])?$")
+# The environment variable through which the runner gives apps/eventbus_app.py the
+# settings of a variant (a JSON object of ServerConfig fields). Not EVENTBUS_*: those
+# are `eventbus serve`'s own.
+SETTINGS_ENV = "BENCH_EVENTBUS_SETTINGS"
 # Workloads that several nodes serve (members spread over the nodes).
 MULTI_NODE_WORKLOADS = ["W2", "W4", "W5"]
 # --scaleout: "before" is the commit before the adapter seam and the Redis adapter.
 SCALEOUT_BEFORE = "3fb6785"
 SCALEOUT_RESULTS = "scaleout.json"
+# --metrics-cost: W1 and W2 at HEAD with metrics off and on, and (the reference) at
+# "before", the commit before the bus counted anything.
+METRICS_BEFORE = "6a53bc1"
+METRICS_RESULTS = "metrics.json"
+METRICS_WORKLOADS = ["W1", "W2"]
 
 
 @dataclass(frozen=True)
@@ -103,14 +124,20 @@ class Variant:
     subject: str = ""
     nodes: int = 1
     redis: bool = False
+    #: Settings of the app's bus (ServerConfig fields) other than the app's own.
+    settings: tuple[tuple[str, Any], ...] = ()
 
     @property
     def label(self) -> str:
         where = f"eventbus at {self.commit}" if self.commit else "eventbus (working tree)"
         if not self.redis:
-            return where + ", in-memory adapter"
-        return where + (", 1 node on Redis" if self.nodes == 1 else
-                        f", {self.nodes} nodes on Redis")
+            where += ", in-memory adapter"
+        else:
+            where += (", 1 node on Redis" if self.nodes == 1 else
+                      f", {self.nodes} nodes on Redis")
+        if self.settings:
+            where += ", " + ", ".join(f"{k}={_setting_text(v)}" for k, v in self.settings)
+        return where
 
     @property
     def workloads(self) -> list[str]:
@@ -120,10 +147,53 @@ class Variant:
 VARIANTS: dict[str, Variant] = {"eventbus": Variant("eventbus")}
 
 
+def _setting_value(text: str) -> Any:
+    """A setting's value as written in a variant's name: true/false, none, a number,
+    else the text itself (a JSON string in quotes is taken as JSON)."""
+    lowered = text.strip().lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered in ("none", "null"):
+        return None
+    for kind in (int, float):
+        with contextlib.suppress(ValueError):
+            return kind(lowered)
+    with contextlib.suppress(ValueError):
+        if text.strip().startswith(('"', "[", "{")):
+            return json.loads(text)
+    return text.strip()
+
+
+def _setting_text(value: Any) -> str:
+    """A setting's value as it appears in a variant's canonical name."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value).replace("null", "none")
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str) and value == _setting_value(value):
+        return value
+    return json.dumps(value)
+
+
+def parse_settings(text: str | None, where: str) -> tuple[tuple[str, Any], ...]:
+    """``metrics=false,ping_interval=5`` -> ((name, value), ...), sorted by name."""
+    if not text:
+        return ()
+    found: dict[str, Any] = {}
+    for item in text.split(","):
+        name, sep, value = item.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name.isidentifier():
+            sys.exit(f"bench: {where}: settings are NAME=VALUE, comma-separated, not {item!r}")
+        found[name] = _setting_value(value)
+    return tuple(sorted(found.items()))
+
+
 def parse_variant(text: str) -> Variant | None:
     match = VARIANT.match(text)
     if match is None:
         return None
+    settings = parse_settings(match.group("settings"), text)
     ref, nodes_text = match.group("ref"), match.group("nodes")
     redis = nodes_text is not None
     nodes = int(nodes_text) if nodes_text else 1
@@ -136,7 +206,15 @@ def parse_variant(text: str) -> Variant | None:
             sys.exit(f"bench: {text}: no commit {ref!r} in this repository")
         subject = capture(["git", "log", "-1", "--format=%s", commit])
     name = "eventbus" + (f"@{commit}" if commit else "") + (f"+redis{nodes}" if redis else "")
-    return Variant(name, ref, commit, subject or "", nodes, redis)
+    if settings:
+        name += "[" + ",".join(f"{k}={_setting_text(v)}" for k, v in settings) + "]"
+    return Variant(name, ref, commit, subject or "", nodes, redis, settings)
+
+
+def file_stem(name: str) -> str:
+    """A server's name as part of a file name: eventbus@2b95013[metrics=false] ->
+    eventbus@2b95013-metrics-false (no brackets for the shell to glob)."""
+    return re.sub(r"[^\w@+.-]+", "-", name).strip("-")
 
 
 def server_info(server: str) -> tuple[str, str, list[str]]:
@@ -181,6 +259,8 @@ SECONDARY = {
     "W4": ["seconds_to_last_delivery", "server_us_per_op"],
     "W5": ["seconds_to_last_delivery", "server_us_per_op"],
 }
+# server_us_per_op apart: user (the server's own code) and system (its kernel work).
+CPU_PARTS = ["server_user_us_per_op", "server_system_us_per_op"]
 # What one operation is, for the server's CPU cost per operation (server_us_per_op):
 # an ack, a delivery, an opened connection.
 OPS = {"W1": "acks", "W2": "deliveries", "W3": "conns", "W4": "deliveries",
@@ -363,14 +443,26 @@ def server_tree(commit: str | None) -> Path:
     return tree
 
 
-def server_env(tree: Path) -> dict[str, str]:
+def server_env(tree: Path, settings: tuple[tuple[str, Any], ...] = ()) -> dict[str, str]:
     """The environment of a server that must import ``eventbus`` from ``tree``: first
     on PYTHONPATH, and the server runs in ``tree`` (``python -m`` puts the current
-    directory first on sys.path; the project's editable install comes last)."""
+    directory first on sys.path; the project's editable install comes last), with the
+    variant's ``settings`` for the app's bus in SETTINGS_ENV."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env.pop(SETTINGS_ENV, None)
+    if settings:
+        env[SETTINGS_ENV] = json.dumps(dict(settings))
     if tree != ROOT:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
     return env
+
+
+_SETTINGS_SNIPPET = """
+import json, sys
+from benchmarks.apps.eventbus_app import bus
+print(json.dumps({name: getattr(bus.config, name, "(no such setting)")
+                  for name in sys.argv[1:]}))
+"""
 
 
 def check_variant(python: str, variant: Variant) -> None:
@@ -386,6 +478,19 @@ def check_variant(python: str, variant: Variant) -> None:
             [python, "-m", "eventbus", "serve", "--help"], tree, env):
         sys.exit(f"bench: {variant.name}: eventbus serve at "
                  f"{variant.commit or 'the working tree'} has no --redis")
+    if variant.settings:
+        # The app's bus, loaded as the server will load it, has the settings asked for.
+        wanted = dict(variant.settings)
+        proc = subprocess.run([python, "-c", _SETTINGS_SNIPPET, *wanted], cwd=tree,
+                              env=server_env(tree, variant.settings), capture_output=True,
+                              text=True, timeout=60, check=False)
+        try:
+            got = json.loads(proc.stdout.strip().splitlines()[-1])
+        except (ValueError, IndexError):
+            sys.exit(f"bench: {variant.name}: the app does not load with these settings at "
+                     f"{variant.commit or 'the working tree'}: {proc.stderr.strip()[-800:]}")
+        if got != wanted:
+            sys.exit(f"bench: {variant.name}: the app's bus has {got}, not {wanted}")
 
 
 class RedisServer:
@@ -528,10 +633,11 @@ class Runner:
         apps = HERE / "apps"
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         if server in VARIANTS:
-            tree = server_tree(VARIANTS[server].commit)
+            variant = VARIANTS[server]
+            tree = server_tree(variant.commit)
             return [self.eventbus_python, "-m", "eventbus", "serve",
                     "benchmarks.apps.eventbus_app:bus", "--port", str(port),
-                    "--log-level", "warning"], tree, server_env(tree)
+                    "--log-level", "warning"], tree, server_env(tree, variant.settings)
         if server == "socketio-py":
             assert self.peers_python is not None
             return [str(self.peers_python), str(apps / "socketio_app.py"), "--port",
@@ -570,7 +676,9 @@ class Runner:
         label, flavor, _ = server_info(server)
         variant = VARIANTS.get(server)
         nodes = variant.nodes if variant else 1
-        params = self.params[workload]
+        params = dict(self.params[workload])
+        if profile and self.args.profile_seconds and "duration_s" in params:
+            params["duration_s"] = self.args.profile_seconds
         LOGS.mkdir(parents=True, exist_ok=True)
         record: dict[str, Any] = {
             "server": server, "label": label, "workload": workload, "rep": rep,
@@ -594,7 +702,7 @@ class Runner:
                 if redis is not None:
                     cmd += ["--redis", redis.url, "--redis-prefix", prefix or "eventbus"]
                 suffix = f"-node{node + 1}" if nodes > 1 else ""
-                log = LOGS / f"{server}-{workload}-{rep}{suffix}.log"
+                log = LOGS / f"{file_stem(server)}-{workload}-{rep}{suffix}.log"
                 # Every node on core 0, the load generator (and Redis) on core 1.
                 srv = Server(server, self.taskset(0) + cmd, cwd, log, env)
                 srvs.append(srv)
@@ -652,6 +760,11 @@ class Runner:
                 # Contention-robust cost: the server's own CPU time per operation (with
                 # several nodes: all the nodes' CPU time per operation, the bus's cost).
                 metrics["server_us_per_op"] = 1e6 * server_cpu / ops
+                # Apart: the server's own code (user) and the kernel's work for it (system).
+                for part in ("user", "system"):
+                    if cpu.get(f"server_{part}_s") is not None:
+                        metrics[f"server_{part}_us_per_op"] = \
+                            1e6 * cpu[f"server_{part}_s"] / ops
             redis_cpu = (cpu.get("extra_cpu_s") or {}).get("redis")
             if ops and redis_cpu is not None:
                 metrics["redis_us_per_op"] = 1e6 * redis_cpu / ops
@@ -719,15 +832,18 @@ class Runner:
     @staticmethod
     def profile_name(server: str, workload: str, node: int = 0, nodes: int = 1) -> str:
         """The stem of a profile's files in benchmarks/profiles/: eventbus-W2, or
-        eventbus@3fb6785-W2, eventbus@ccd0a82+redis2-W2-node1."""
-        return f"{server}-{workload}" + (f"-node{node + 1}" if nodes > 1 else "")
+        eventbus@3fb6785-W2, eventbus@ccd0a82+redis2-W2-node1,
+        eventbus@2b95013-metrics-false-W1."""
+        return f"{file_stem(server)}-{workload}" + (f"-node{node + 1}" if nodes > 1 else "")
 
     def start_profiler(self, pid: int, name: str) -> subprocess.Popen[bytes]:
         PROFILES.mkdir(exist_ok=True)
         out = PROFILES / f"{name}.txt"
         return subprocess.Popen(
-            [*self.taskset(1), self.py_spy(), "record", "--pid", str(pid), "--rate", "200",
-             "--nonblocking", "--format", "raw", "-o", str(out)],
+            [*self.taskset(1), self.py_spy(), "record", "--pid", str(pid), "--rate",
+             str(self.args.profile_rate),
+             *([] if self.args.profile_blocking else ["--nonblocking"]),
+             "--format", "raw", "-o", str(out)],
             stdout=subprocess.DEVNULL, stderr=(PROFILES / f"{name}.log").open("wb"),
         )
 
@@ -807,7 +923,7 @@ def summarize(runs: list[dict[str, Any]], servers: list[str],
                 continue
             good = [r for r in mine if r["ok"]]
             entry: dict[str, Any] = {"runs": len(mine), "failed": len(mine) - len(good)}
-            for name in [metric, *SECONDARY[workload]]:
+            for name in [metric, *SECONDARY[workload], *CPU_PARTS]:
                 entry[name] = stats([r["metrics"][name] for r in good
                                      if r["metrics"].get(name) is not None])
             for name in ("loadgen_cpu", "server_cpu", "foreign_cpu"):
@@ -882,7 +998,8 @@ def _pairs(runs: list[dict[str, Any]], variants: list[str], workload: str,
     out: dict[str, Any] = {}
     for i, before in enumerate(variants):
         for after in variants[i + 1:]:
-            found: dict[str, list[float]] = {metric: [], "server_us_per_op": []}
+            found: dict[str, list[float]] = {metric: [], "server_us_per_op": [],
+                                             **{name: [] for name in CPU_PARTS}}
             per_node: dict[int, list[float]] = {}
             for rep in sorted({r["rep"] for r in runs}):
                 a = [r for r in runs if r["rep"] == rep and r["workload"] == workload
@@ -970,10 +1087,17 @@ def print_table(summary: dict[str, Any]) -> None:
 # --- profiles ---------------------------------------------------------------------------
 
 
-def summarize_profile(path: Path, top: int = 25) -> tuple[str, dict[str, Any]]:
-    """Self and total share of samples per function from py-spy's raw (collapsed) output."""
+def summarize_profile(path: Path, top: int = 25,
+                      tree: Path | None = None) -> tuple[str, dict[str, Any]]:
+    """Self and total share of samples per function from py-spy's raw (collapsed) output,
+    and per line of eventbus code (with that line's text, read from ``tree``, where the
+    server's ``eventbus`` package was)."""
     own: dict[str, int] = {}
     total: dict[str, int] = {}
+    # Per line of eventbus code: the samples whose innermost eventbus frame is that line
+    # (the line running, or calling the library code that runs).
+    by_line: dict[str, int] = {}
+    sources: dict[str, str] = {}
     samples = 0
     for line in path.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -981,12 +1105,19 @@ def summarize_profile(path: Path, top: int = 25) -> tuple[str, dict[str, Any]]:
             continue
         count = int(count_text)
         samples += count
-        frames = [_frame_name(frame) for frame in stack.split(";") if frame]
+        raw = [frame for frame in stack.split(";") if frame]
+        frames = [_frame_name(frame) for frame in raw]
         if not frames:
             continue
         own[frames[-1]] = own.get(frames[-1], 0) + count
         for name in set(frames):
             total[name] = total.get(name, 0) + count
+        mine = [frame for frame in raw if _eventbus_frame(frame)]
+        if mine:
+            where = _frame_name(mine[-1], line=True)
+            by_line[where] = by_line.get(where, 0) + count
+            if where not in sources:
+                sources[where] = _source_line(tree, mine[-1])
     samples = max(samples, 1)
     lines = [f"{path.name}: {samples} samples", "", "self %  function"]
     for name, count in sorted(own.items(), key=lambda item: -item[1])[:top]:
@@ -1007,15 +1138,44 @@ def summarize_profile(path: Path, top: int = 25) -> tuple[str, dict[str, Any]]:
                       if 100 * c / samples >= 0.05],
         "total": [[round(100 * c / samples, 2), n] for n, c in
                   sorted(total.items(), key=lambda item: -item[1])[:top]],
+        # Every line of eventbus code at 0.05% or more (innermost eventbus frame).
+        "eventbus_lines": [[round(100 * c / samples, 2), n, sources.get(n, "")]
+                           for n, c in sorted(by_line.items(), key=lambda item: -item[1])
+                           if 100 * c / samples >= 0.05],
     }
     return "\n".join(lines) + "\n", found
 
 
-def _frame_name(frame: str) -> str:
-    # "function (path/to/file.py:123)" -> "function (file.py)"
+def _source_line(tree: Path | None, frame: str) -> str:
+    """The text of a frame's line: ``Connection.frame (eventbus/server/connection.py:366)``
+    -> ``metrics.sent[...] += 1``, from the file under ``tree``."""
+    where = frame.partition(" (")[2].rstrip(")")
+    file, _, number = where.rpartition(":")
+    if tree is None or not number.isdigit():
+        return ""
+    relative = "eventbus/" + file.split("eventbus/", 1)[1]
+    with contextlib.suppress(OSError, IndexError):
+        return (tree / relative).read_text().splitlines()[int(number) - 1].strip()
+    return ""
+
+
+def _eventbus_frame(frame: str) -> bool:
+    """A frame of the eventbus package's own code (not the command line's: its frames
+    are the outermost of every stack, under trio's scheduler)."""
+    where = frame.partition(" (")[2]
+    return "eventbus/" in where and "site-packages/" not in where and \
+        "eventbus/cli.py" not in where and "eventbus/__main__.py" not in where
+
+
+def _frame_name(frame: str, line: bool = False) -> str:
+    # "function (path/to/file.py:123)" -> "function (file.py)", or "(file.py:123)"
     name, _, where = frame.partition(" (")
     where = where.rstrip(")")
-    file = where.rsplit(":", 1)[0]
+    file, _, number = where.rpartition(":")
+    if not file:
+        file, number = where, ""
+    if line and number:
+        return f"{_frame_name(frame)[:-1]}:{number})"
     if "site-packages/" in file:
         file = file.split("site-packages/", 1)[1]
     elif "/eventbus/" in file:
@@ -1041,14 +1201,25 @@ def parse_list(text: str, known: list[str], aliases: dict[str, str], what: str) 
     return out
 
 
+def split_servers(text: str) -> list[str]:
+    """``--servers`` at its commas, except those inside a variant's [settings]."""
+    items, depth, current = [], 0, ""
+    for char in text:
+        depth += {"[": 1, "]": -1}.get(char, 0)
+        if char == "," and depth <= 0:
+            items.append(current)
+            current = ""
+        else:
+            current += char
+    return [item.strip() for item in [*items, current] if item.strip()]
+
+
 def parse_servers(text: str) -> list[str]:
-    """Server names, and eventbus variants (eventbus@REF, eventbus+redisN), which are
-    registered in VARIANTS under their canonical names."""
+    """Server names, and eventbus variants (eventbus@REF, eventbus+redisN,
+    eventbus[NAME=VALUE,...]), which are registered in VARIANTS under their canonical
+    names."""
     out = []
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
+    for item in split_servers(text):
         name = ALIASES.get(item, item)
         if name in SERVERS:
             out.append(name)
@@ -1056,7 +1227,8 @@ def parse_servers(text: str) -> list[str]:
         variant = parse_variant(name)
         if variant is None:
             sys.exit(f"bench: unknown server {item!r}; choose from {', '.join(SERVERS)}, "
-                     "or eventbus@REF, eventbus+redisN, eventbus@REF+redisN")
+                     "or eventbus@REF, eventbus+redisN, eventbus@REF+redisN, "
+                     "eventbus[NAME=VALUE,...] (any of them with settings)")
         VARIANTS[variant.name] = variant
         out.append(variant.name)
     if len(set(out)) != len(out):
@@ -1079,16 +1251,25 @@ def main() -> int:
     parser.add_argument("--servers", help="comma-separated: " + ", ".join(SERVERS)
                         + "; eventbus@REF (another commit's eventbus package), "
                         "eventbus+redisN (N nodes through a Redis server of the runner's), "
-                        "eventbus@REF+redisN")
+                        "eventbus@REF+redisN; any of these with settings of the app's bus, "
+                        "e.g. eventbus@HEAD[metrics=false] (ServerConfig fields; "
+                        "eventbus-nometrics is eventbus[metrics=false])")
     parser.add_argument("--workloads", default=",".join(WORKLOADS), help="comma-separated")
     parser.add_argument("--scaleout", action="store_true",
                         help="the scale-out and no-regression figures: W2 at --before and at "
                         "HEAD (in-memory adapter), and at HEAD on Redis with 1 and 2 nodes; "
                         "writes benchmarks/results/scaleout.json and its sections of "
                         "docs/benchmarks.md (--quick: quick-scaleout.json, no report)")
-    parser.add_argument("--before", default=SCALEOUT_BEFORE,
+    parser.add_argument("--metrics-cost", action="store_true",
+                        help="the cost of counting: W1 and W2 at HEAD with metrics off "
+                        "(eventbus@HEAD[metrics=false]) and on, and at --before; writes "
+                        f"benchmarks/results/{METRICS_RESULTS} and its section of "
+                        "docs/benchmarks.md (--quick: quick-metrics.json, no report)")
+    parser.add_argument("--before",
                         help=f"with --scaleout: the commit to compare HEAD with (default "
-                        f"{SCALEOUT_BEFORE}, the commit before the adapter seam)")
+                        f"{SCALEOUT_BEFORE}, the commit before the adapter seam); with "
+                        f"--metrics-cost: the reference without metrics (default "
+                        f"{METRICS_BEFORE}, the commit before them; none: no reference)")
     parser.add_argument("--reps", type=int,
                         help="repetitions (default 3; --quick 1; 0 with --profile: profile only)")
     parser.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/"
@@ -1114,14 +1295,32 @@ def main() -> int:
                         help="after the runs, profile eventbus in these workloads with py-spy "
                         "(e.g. W1,W2): each eventbus server or variant in --servers, every "
                         "node; output in benchmarks/profiles/")
+    parser.add_argument("--profile-rate", type=int, default=200,
+                        help="py-spy samples per second (default %(default)s)")
+    parser.add_argument("--profile-blocking", action="store_true",
+                        help="py-spy pauses the server for each sample (exact stacks, a "
+                        "slower server; default: --nonblocking, some stacks torn)")
+    parser.add_argument("--profile-seconds", type=float,
+                        help="measured seconds of W1 in a profiled run (default the "
+                        "workload's, 10), for more samples")
     args = parser.parse_args()
 
+    if args.scaleout and args.metrics_cost:
+        sys.exit("bench: --scaleout or --metrics-cost, not both")
     if args.scaleout:
         if args.servers:
             sys.exit("bench: --scaleout picks its own servers; drop --servers")
-        args.servers = (f"eventbus@{args.before},eventbus@HEAD,eventbus@HEAD+redis1,"
-                        "eventbus@HEAD+redis2")
+        args.servers = (f"eventbus@{args.before or SCALEOUT_BEFORE},eventbus@HEAD,"
+                        "eventbus@HEAD+redis1,eventbus@HEAD+redis2")
         args.workloads = "W2"
+    if args.metrics_cost:
+        if args.servers:
+            sys.exit("bench: --metrics-cost picks its own servers; drop --servers")
+        before = args.before or METRICS_BEFORE
+        # Off before on: the pairs are later / earlier, so "on / off" is the cost.
+        args.servers = ("" if before.lower() == "none" else f"eventbus@{before},") + \
+            "eventbus@HEAD[metrics=false],eventbus@HEAD"
+        args.workloads = ",".join(METRICS_WORKLOADS)
     default_servers = "eventbus" if args.quick else ",".join(SERVERS)
     servers = parse_servers(args.servers or default_servers)
     workloads = parse_list(args.workloads, WORKLOADS, {}, "workload")
@@ -1133,12 +1332,13 @@ def main() -> int:
         args.quiet_wait = 0.0 if args.quick else 60.0
     everything = set(servers) == set(SERVERS) and set(workloads) == set(WORKLOADS)
     variants_run = any(s in VARIANTS and s != "eventbus" for s in servers)
+    preset = args.scaleout or args.metrics_cost
     report = None if args.no_report else (
         args.report or (ROOT / "docs" / "benchmarks.md"
-                        if (everything or args.scaleout) and not args.quick else None))
-    if args.scaleout:
-        out = args.out or RESULTS / (f"quick-{SCALEOUT_RESULTS}" if args.quick
-                                     else SCALEOUT_RESULTS)
+                        if (everything or preset) and not args.quick else None))
+    if preset:
+        name = SCALEOUT_RESULTS if args.scaleout else METRICS_RESULTS
+        out = args.out or RESULTS / (f"quick-{name}" if args.quick else name)
     else:
         out = args.out or RESULTS / ("quick.json" if args.quick else "latest.json")
 
@@ -1186,10 +1386,15 @@ def main() -> int:
     if args.scaleout:
         meta["scaleout"] = {"before": servers[0], "after": servers[1],
                             "redis": servers[2:], "command": " ".join(sys.argv[1:])}
+    if args.metrics_cost:
+        meta["metrics_cost"] = {"before": servers[0] if len(servers) > 2 else None,
+                                "off": servers[-2], "on": servers[-1],
+                                "command": " ".join(sys.argv[1:])}
     if any(s in VARIANTS for s in servers):
         meta["variants"] = {
             name: {"ref": v.ref, "commit": v.commit, "subject": v.subject, "nodes": v.nodes,
-                   "adapter": "redis" if v.redis else "memory", "label": v.label}
+                   "adapter": "redis" if v.redis else "memory", "label": v.label,
+                   "settings": dict(v.settings)}
             for name, v in VARIANTS.items() if name in servers}
         meta["cores"] = {"nodes": 0, "load generator": 1, "redis-server": 1}
         if any(VARIANTS[s].redis for s in servers if s in VARIANTS):
@@ -1254,7 +1459,8 @@ def main() -> int:
                     if not raw.exists():
                         say(f"no profile for {stem} (see {PROFILES / f'{stem}.log'})")
                         continue
-                    text, top = summarize_profile(raw)
+                    text, top = summarize_profile(raw, tree=server_tree(
+                        VARIANTS[server].commit if server in VARIANTS else None))
                     top["run_ok"] = record["ok"]
                     us = node_stats[k]["us_per_delivery"] if k < len(node_stats) else \
                         (record.get("metrics") or {}).get("server_us_per_op")
@@ -1267,6 +1473,8 @@ def main() -> int:
                 say(f"  profiled run ok={record['ok']}")
         if profiles:
             meta["profiles"] = profiles
+            meta["profiling"] = {"rate": args.profile_rate, "blocking": args.profile_blocking,
+                                 "W1_seconds": args.profile_seconds}
             out.write_text(json.dumps(result, indent=1) + "\n")
     finally:
         runner.close()

@@ -44,16 +44,23 @@ function fail(message) {
 
 // --- CPU accounting: this process and the server ----------------------------------
 
-function pidCpuSeconds(pid) {
+// [user, system] CPU seconds of a process, or null.
+function pidCpuTimes(pid) {
   if (!pid) return null;
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     // fields[0] is field 3 (state); utime is field 14, stime field 15.
-    return (Number(fields[11]) + Number(fields[12])) / (config.clockTicks || 100);
+    const ticks = config.clockTicks || 100;
+    return [Number(fields[11]) / ticks, Number(fields[12]) / ticks];
   } catch {
     return null;
   }
+}
+
+function pidCpuSeconds(pid) {
+  const times = pidCpuTimes(pid);
+  return times === null ? null : times[0] + times[1];
 }
 
 function serverRssKiB() {
@@ -89,6 +96,7 @@ class CpuMeter {
     this.t0 = performance.now();
     this.self0 = process.cpuUsage();
     this.servers0 = SERVER_PIDS.map(pidCpuSeconds);
+    this.serverTimes0 = SERVER_PIDS.map(pidCpuTimes);
     this.extra0 = Object.fromEntries(Object.entries(EXTRA_PIDS).map(([name, pid]) => [name, pidCpuSeconds(pid)]));
     this.cores0 = coreBusySeconds();
   }
@@ -102,6 +110,13 @@ class CpuMeter {
       return now !== null && this.servers0[i] !== null ? now - this.servers0[i] : null;
     });
     const serverSeconds = byNode.length && byNode.every((v) => v !== null) ? byNode.reduce((a, b) => a + b, 0) : null;
+    // The same, apart: user (the server's own code) and system (the kernel, for it).
+    const times = SERVER_PIDS.map((pid, i) => {
+      const now = pidCpuTimes(pid);
+      const then = this.serverTimes0[i];
+      return now !== null && then !== null ? [now[0] - then[0], now[1] - then[1]] : null;
+    });
+    const timesKnown = times.length > 0 && times.every((v) => v !== null);
     const extra = {};
     for (const [name, pid] of Object.entries(EXTRA_PIDS)) {
       const now = pidCpuSeconds(pid);
@@ -122,6 +137,8 @@ class CpuMeter {
       server_cpu_s: serverSeconds,
       server_cpu: serverSeconds === null ? null : serverSeconds / wall,
       server_cpu_s_by_node: byNode,
+      server_user_s: timesKnown ? times.reduce((a, t) => a + t[0], 0) : null,
+      server_system_s: timesKnown ? times.reduce((a, t) => a + t[1], 0) : null,
       // Other measured processes (extraPids), e.g. {redis: seconds}.
       extra_cpu_s: extra,
       // Busy share of each core, and what processes other than the server(s), the
