@@ -142,6 +142,8 @@ class Connection:
         "_client_acks",
         "_closing",
         "_codec",
+        "_counts_in",
+        "_counts_out",
         "_direct_fd",
         "_errors",
         "_flushed",
@@ -220,6 +222,11 @@ class Connection:
         self._errors = 0
         self._refusals = 0
         self._log_budget = LogBudget(_LOG_BURST, _LOG_PER_SECOND, now)
+        # This codec's packet counters of the bus (None: metrics off), held here so
+        # that counting a packet costs one dict update.
+        metrics = bus.metrics
+        self._counts_in = metrics.received[codec.name] if metrics is not None else None
+        self._counts_out = metrics.sent[codec.name] if metrics is not None else None
         self._fragments: list[str | bytes] = []
         self._fragments_size = 0
         self._closing = False
@@ -362,9 +369,8 @@ class Connection:
     def frame(self, packet: Packet) -> bytes:
         """Encode a packet for this connection and frame it."""
         frame = server_frame(self._codec.encode(packet), binary=self._codec.binary)
-        metrics = self._bus.metrics
-        if metrics is not None:
-            metrics.sent[(type(packet).__name__, self._codec.name)] += 1
+        if self._counts_out is not None:
+            self._counts_out[type(packet)] += 1
         return frame
 
     def send_frame(
@@ -669,9 +675,8 @@ class Connection:
             self._charge_values()
             return self._protocol_error(exc)
         values = self._charge_values()
-        metrics = self._bus.metrics
-        if metrics is not None:
-            metrics.received[(type(packet).__name__, self._codec.name)] += 1
+        if self._counts_in is not None:
+            self._counts_in[type(packet)] += 1
         if isinstance(packet, Ack | ErrorReply):
             self._accepted()
             self._on_reply(packet)

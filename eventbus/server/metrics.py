@@ -65,8 +65,11 @@ class Metrics:
         self.opened = 0
         self.closed: Counter[tuple[int, bool]] = Counter()  # (code, by_server)
         self.refused: Counter[int] = Counter()  # HTTP status
-        self.received: Counter[tuple[str, str]] = Counter()  # (packet type, codec)
-        self.sent: Counter[tuple[str, str]] = Counter()
+        # By codec, then by packet class: a connection holds its codec's counter, and
+        # counting a packet is one C-level dict update keyed by a class (no tuple to
+        # build, no string to hash).
+        self.received: dict[str, Counter[type]] = {"json": Counter(), "msgpack": Counter()}
+        self.sent: dict[str, Counter[type]] = {"json": Counter(), "msgpack": Counter()}
         self.deliveries: Counter[str] = Counter()  # delivery policy
         self.refusals: Counter[str] = Counter()  # error code
         self.calls: Counter[str] = Counter()  # outcome
@@ -89,6 +92,11 @@ class Metrics:
         self._dropped["volatile"] += volatile
         self._dropped["latest"] += latest
         self._gaps += gaps
+
+
+def _by_type_and_codec(counts: Mapping[str, Counter[type]]) -> dict[tuple[str, ...], float]:
+    return {(kind.__name__, codec): n for codec, by_kind in counts.items()
+            for kind, n in by_kind.items()}
 
 
 def _outbox_counts(conn: Connection) -> tuple[int, int, int]:
@@ -141,9 +149,9 @@ class BusCollector(Collector):
         yield gauge("eventbus_rooms", "Rooms with members on this node.",
                     len(bus._router.rooms) if live else None)
         yield counter("eventbus_packets_received", "Packets received, by type and codec.",
-                      ["type", "codec"], {key: n for key, n in m.received.items()})
+                      ["type", "codec"], _by_type_and_codec(m.received))
         yield counter("eventbus_packets_sent", "Packets sent, by type and codec.",
-                      ["type", "codec"], {key: n for key, n in m.sent.items()})
+                      ["type", "codec"], _by_type_and_codec(m.sent))
         yield counter("eventbus_room_deliveries",
                       "Room messages handed to members of this node, by delivery policy.",
                       ["delivery"], {(policy,): n for policy, n in m.deliveries.items()})

@@ -257,11 +257,11 @@ class Router:
         metrics = self.metrics
         if metrics is not None and sent:
             # Counted once per broadcast, not once per member.
-            name = type(packet).__name__
+            kind = type(packet)
             if binary:
-                metrics.sent[(name, "msgpack")] += binary
+                metrics.sent["msgpack"][kind] += binary
             if sent - binary:
-                metrics.sent[(name, "json")] += sent - binary
+                metrics.sent["json"][kind] += sent - binary
             if room is not None:
                 metrics.deliveries[delivery.value] += sent
         return sent
