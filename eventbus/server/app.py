@@ -37,7 +37,7 @@ from .dispatch import Dispatcher
 from .handlers import Handler, make_handler, maybe_await
 from .handshake import Handshakes, descriptor_capacity
 from .http import HandshakeRequest, plain_answer, read_request, send_response
-from .logs import LogBudget, quote
+from .logs import LogBudget, may_log, quote
 from .metrics import CONTENT_TYPE, Metrics, exposition, registry_for
 from .outbox import Delivery
 from .router import CallResults, Router
@@ -111,7 +111,8 @@ class EventBus:
         # (A bus is often made outside trio, so the bucket starts full at time 0.)
         self._client_log_budget = LogBudget(_CLIENT_LOG_BURST, _CLIENT_LOG_PER_SECOND, 0.0)
         self._connection_log_budget = LogBudget(
-            _CONNECTION_LOG_BURST, _CONNECTION_LOG_PER_SECOND, 0.0)
+            _CONNECTION_LOG_BURST, _CONNECTION_LOG_PER_SECOND, 0.0,
+            "lines about connections opening and closing")
         self.adapter: Adapter = adapter if adapter is not None else MemoryAdapter()
         self._router = Router(self.adapter, self._connections, self._json, self._msgpack)
         self._router.metrics = self.metrics
@@ -519,25 +520,12 @@ class EventBus:
     def _may_log_connection(self) -> bool:
         """Whether a connection may be logged as opened or closed now: one line each,
         at a rate far above an ordinary server's, but not a connection flood's."""
-        budget = self._connection_log_budget
-        if not budget.allow(trio.current_time()):
-            return False
-        if budget.suppressed:
-            logger.info("%d lines about connections opening and closing were suppressed",
-                        budget.suppressed)
-            budget.suppressed = 0
-        return True
+        return may_log(trio.current_time(), self._connection_log_budget)
 
     def _may_log(self) -> bool:
         """Whether a line about a client may be logged now: clients that connect
         only to be refused or closed, over and over, must not flood the log."""
-        budget = self._client_log_budget
-        if not budget.allow(trio.current_time()):
-            return False
-        if budget.suppressed:
-            logger.info("%d log lines caused by clients were suppressed", budget.suppressed)
-            budget.suppressed = 0
-        return True
+        return may_log(trio.current_time(), self._client_log_budget)
 
     # --- serving --------------------------------------------------------------------
 

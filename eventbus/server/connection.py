@@ -53,7 +53,7 @@ from ..protocol import (
 )
 from ..protocol.wsframe import server_frame
 from .http import HandshakeRequest
-from .logs import LogBudget, quote
+from .logs import LogBudget, may_log, quote
 from .meter import FRAME_COST, PING_COST, Meter
 from .outbox import Delivery, Outbox
 
@@ -759,15 +759,7 @@ class Connection:
         """Whether a log line caused by this client may be written now: a client
         must not be able to fill the server's log, whatever it sends (nor all
         clients together: the bus has a budget of its own)."""
-        now = trio.current_time()
-        mine, everyone = self._log_budget, self._bus._client_log_budget
-        if not (mine.allow(now) and everyone.allow(now)):
-            return False
-        suppressed = mine.suppressed + everyone.suppressed
-        if suppressed:
-            logger.info("%d log lines caused by clients were suppressed", suppressed)
-            mine.suppressed = everyone.suppressed = 0
-        return True
+        return may_log(trio.current_time(), self._log_budget, self._bus._client_log_budget)
 
     def _protocol_error(self, exc: RemoteProtocolError) -> bool:
         self._errors += 1

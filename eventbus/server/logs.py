@@ -8,7 +8,11 @@ a log, and each connection has a budget of log lines (see ``Connection``).
 
 from __future__ import annotations
 
-__all__ = ["LogBudget", "quote"]
+import logging
+
+__all__ = ["LogBudget", "may_log", "quote"]
+
+logger = logging.getLogger("eventbus.server")
 
 #: The most characters of a client's text a log line quotes.
 QUOTE_LIMIT = 200
@@ -33,9 +37,14 @@ class LogBudget:
     that a client reconnecting to get a fresh budget still cannot flood the log.
     """
 
-    __slots__ = ("_at", "_burst", "_per_second", "_tokens", "suppressed")
+    __slots__ = ("_at", "_burst", "_per_second", "_tokens", "suppressed", "what")
 
-    def __init__(self, burst: float, per_second: float, now: float) -> None:
+    def __init__(
+        self, burst: float, per_second: float, now: float,
+        what: str = "log lines caused by clients",
+    ) -> None:
+        #: What the lines are, for the line that says how many were suppressed.
+        self.what = what
         self._burst = burst
         self._per_second = per_second
         self._tokens = burst
@@ -52,3 +61,16 @@ class LogBudget:
             return False
         self._tokens -= 1.0
         return True
+
+
+def may_log(now: float, *budgets: LogBudget) -> bool:
+    """Whether a line may be written now under every one of ``budgets``; the first
+    line allowed after some were refused is preceded by one saying how many."""
+    if not all(budget.allow(now) for budget in budgets):
+        return False
+    suppressed = sum(budget.suppressed for budget in budgets)
+    if suppressed:
+        logger.info("%d %s were suppressed", suppressed, budgets[-1].what)
+        for budget in budgets:
+            budget.suppressed = 0
+    return True
