@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import trio
 
-from ..adapters import Adapter, AdapterState, Member, MemoryAdapter, Published
+from ..adapters import Adapter, AdapterState, Envelope, Member, MemoryAdapter, Published
 from ..codes import CloseCode
 from ..errors import HandshakeRejected
 from ..protocol import (
@@ -322,8 +322,8 @@ class EventBus:
             to: A room name (the same as ``to_room``), or a connection.
             to_room: A room name. A string is always a room, never a session id,
                 so a client-chosen room name cannot address one connection.
-            to_sid: The session id of one connection of this node (nothing is
-                sent, and 0 returned, if it has none such).
+            to_sid: The session id of one connection, on this node or another (0 is
+                returned when it is known at once that there is no such connection).
             skip: A connection that must not receive it (broadcast-except-sender).
             delivery: ``reliable`` (default), ``volatile`` or ``latest``; see
                 :class:`Delivery`.
@@ -336,10 +336,7 @@ class EventBus:
             LocalProtocolError: the data cannot be encoded.
             TypeError: more than one target was named.
         """
-        check_name(event, "event", self.config.max_name, reserved_ok=True)
-        policy = Delivery(delivery)
-        if policy is Delivery.LATEST and key is None:
-            raise ValueError("latest delivery needs a key")
+        policy = self._checked_event(event, delivery, key)
         target = self._target(to, to_room, to_sid)
         if isinstance(target, Connection):
             if target is skip or not target.open:
@@ -352,9 +349,7 @@ class EventBus:
                     return 0
                 return int(self._router.emit_to_sid(to_sid, event, data, policy, key))
             return self._router.emit_all(event, data, skip, policy, key)
-        check_name(target, "room", self.config.max_name, reserved_ok=True)
-        return self._router.publish_nowait(
-            self._router.envelope(target, event, data, skip, policy, key))
+        return self._router.publish_nowait(self._envelope(target, event, data, skip, policy, key))
 
     async def publish(
         self, room: str, event: str, data: Any = None, *, skip: Connection | None = None,
@@ -370,13 +365,23 @@ class EventBus:
             LocalProtocolError: the data cannot be encoded.
             Unavailable: the adapter cannot publish now (for example Redis is down).
         """
+        policy = self._checked_event(event, delivery, key)
+        return await self._router.publish(self._envelope(room, event, data, skip, policy, key))
+
+    def _checked_event(self, event: str, delivery: Delivery | str, key: str | None) -> Delivery:
+        """Check what every send checks first; the delivery policy."""
         check_name(event, "event", self.config.max_name, reserved_ok=True)
-        check_name(room, "room", self.config.max_name, reserved_ok=True)
         policy = Delivery(delivery)
         if policy is Delivery.LATEST and key is None:
             raise ValueError("latest delivery needs a key")
-        return await self._router.publish(
-            self._router.envelope(room, event, data, skip, policy, key))
+        return policy
+
+    def _envelope(
+        self, room: str, event: str, data: Any, skip: Connection | None, delivery: Delivery,
+        key: str | None,
+    ) -> Envelope:
+        check_name(room, "room", self.config.max_name, reserved_ok=True)
+        return self._router.envelope(room, event, data, skip, delivery, key)
 
     def _target(
         self, to: str | Connection | None, to_room: str | None, to_sid: str | None,
@@ -398,12 +403,8 @@ class EventBus:
         self, event: str, data: Any, room: str, skip: Connection | None, delivery: Delivery,
         key: str | None,
     ) -> int:
-        check_name(event, "event", self.config.max_name, reserved_ok=True)
-        check_name(room, "room", self.config.max_name, reserved_ok=True)
-        if delivery is Delivery.LATEST and key is None:
-            raise ValueError("latest delivery needs a key")
-        return self._router.publish_nowait(
-            self._router.envelope(room, event, data, skip, delivery, key))
+        policy = self._checked_event(event, delivery, key)
+        return self._router.publish_nowait(self._envelope(room, event, data, skip, policy, key))
 
     async def call(
         self, event: str, data: Any = None, *, to: str | Connection | None = None,
