@@ -245,7 +245,7 @@ class EventBus:
     async def all_members(self, room: str) -> list[Member]:
         """Every connection in a room, on every node (with the Redis adapter,
         members of a node that died disappear within its liveness bound)."""
-        return await self._router.members(room)
+        return await self.adapter.members(room)
 
     def position(self, room: str) -> Position | None:
         """The last position of a room this node has seen, or ``None`` if it has no
@@ -446,14 +446,6 @@ class EventBus:
                                            timeout=limit)
         return await self._router.call(event, data, room=None, conn=None, sid=to_sid,
                                        timeout=limit)
-
-    # --- room membership ------------------------------------------------------------
-
-    def _join(self, conn: Connection, room: str) -> None:
-        self._router.join_nowait(conn, room)
-
-    def _leave(self, conn: Connection, room: str) -> None:
-        self._router.leave(conn, room)
 
     # --- connection lifecycle ---------------------------------------------------------
 

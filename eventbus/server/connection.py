@@ -264,11 +264,11 @@ class Connection:
         """Add this connection to a room (no authorization: this is server code)."""
         check_name(room, "room", self._bus.config.max_name, reserved_ok=True)
         if not self.closed:
-            self._bus._join(self, room)
+            self._bus._router.join_nowait(self, room)
 
     def leave(self, room: str) -> None:
         """Remove this connection from a room; leaving a room it is not in is fine."""
-        self._bus._leave(self, room)
+        self._bus._router.leave(self, room)
 
     def emit(
         self, event: str, data: Any = None, *, delivery: Delivery | str = Delivery.RELIABLE,

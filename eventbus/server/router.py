@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ..adapters import Adapter, Envelope, Member, Published, Signal, SignalKind
+from ..adapters import Adapter, Envelope, Published, Signal, SignalKind
 from ..errors import (
     CallTimeout,
     ConnectionClosed,
@@ -343,9 +343,6 @@ class Router:
         self.adapter.member_left(room, conn.sid)
         if room not in self.rooms:
             self.adapter.unsubscribe_nowait(room)
-
-    async def members(self, room: str) -> list[Member]:
-        return await self.adapter.members(room)
 
     # --- calls ----------------------------------------------------------------------------
 
