@@ -500,6 +500,11 @@ class EventBus:
         except Exception:
             logger.exception("connection failed")
             await trio.aclose_forcefully(stream)
+        except BaseException:
+            # Cancelled (the bus stopped) in the middle of a handshake: close the
+            # socket now, or the client waits for an answer until its own timeout.
+            await trio.aclose_forcefully(stream)
+            raise
 
     @property
     def max_connections(self) -> int:
