@@ -564,18 +564,18 @@ class EventBus:
         """Serve on listeners you opened; see :meth:`serve`. ``ops_listeners``
         answer only ``/metrics``, ``/health`` and ``/live`` (see ``metrics_port``)."""
         self.ops_listeners = list(ops_listeners)
-        async with trio.open_nursery() as accepting:
-            async with self.running() as connections:
+        async with trio.open_nursery() as ops:
+            # The operations port answers during the drain too (/health: 503).
+            for listener in ops_listeners:
+                ops.start_soon(self._accept, listener, ops, self._answer_ops)
+            async with self.running() as connections, trio.open_nursery() as accepting:
                 for listener in listeners:
                     accepting.start_soon(self._accept, listener, connections,
                                          self.handle_stream)
-                for listener in ops_listeners:
-                    accepting.start_soon(self._accept, listener, connections, self._answer_ops)
                 task_status.started(listeners)
                 await self.wait_shutdown()
-            # Accepting went on while the bus drained, so that /health could say
-            # 503 to load balancers (and upgrades get 503); now it stops.
-            accepting.cancel_scope.cancel()
+                accepting.cancel_scope.cancel()
+            ops.cancel_scope.cancel()
 
     async def _answer_ops(self, stream: trio.abc.Stream) -> None:
         """Answer a request on the operations port: /metrics, /health or /live."""
@@ -677,11 +677,11 @@ class EventBus:
         await self._stop.wait()
 
     def shutdown(self) -> None:
-        """Begin a graceful shutdown: answer new connections 503 (``/health`` too,
-        so that load balancers stop sending clients), answer new requests with
+        """Begin a graceful shutdown: stop accepting, answer new requests with
         ``unavailable``, let running handlers finish (up to ``drain_timeout``),
-        close every connection with 1001, stop listening, then return from
-        :meth:`serve`."""
+        close every connection with 1001, then return from :meth:`serve`. The
+        operations port (``metrics_port``), if any, answers ``/health`` with 503
+        meanwhile, for load balancers."""
         if self._stop is not None:
             # From now on requests are answered `unavailable`, even before the
             # serving task wakes up to drain.

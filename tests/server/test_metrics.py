@@ -123,7 +123,9 @@ async def test_health_says_ok_then_adapter_down_past_the_grace_and_live_stays_20
 
 
 async def test_health_says_503_draining_while_the_bus_drains() -> None:
-    bus = open_bus(drain_timeout=5)
+    # On the operations port, which answers during the drain (the bus's own port
+    # stops accepting at once).
+    bus = open_bus(drain_timeout=5, metrics_port=0)
     release = trio.Event()
 
     @bus.on("slow")
@@ -140,8 +142,9 @@ async def test_health_says_503_draining_while_the_bus_drains() -> None:
                 await client.send(Emit("slow", None))
                 while not bus._dispatcher.running:  # noqa: ASYNC110 - polls the server
                     await trio.sleep(0.01)
+                ops_port = bus.ops_listeners[0].socket.getsockname()[1]  # type: ignore[attr-defined]
                 bus.shutdown()
-                status, _, body = await http_get(port, "/health")
+                status, _, body = await http_get(ops_port, "/health")
                 assert (status, json.loads(body)["status"]) == (503, "draining")
                 release.set()
 
