@@ -236,17 +236,28 @@ class Leave:
 
 @attrs.frozen(slots=True)
 class Publish:
-    """``[6, room, event, data]`` or ``[6, room, event, data, ack_id]``"""
+    """``[6, room, event, data]``, ``[6, room, event, data, ack_id]`` or
+    ``[6, room, event, data, ack_id, publish_id]``: a publish id makes a publish
+    that is sent again (after a resume) apply once (PROTOCOL.md section 6.6)."""
 
     room: str
     event: str
     data: Any = None
     ack_id: int | None = None
+    publish_id: int | None = attrs.field(default=None)
+
+    @publish_id.validator
+    def _needs_ack_id(self, _: attrs.Attribute[int | None], value: int | None) -> None:
+        # On the wire the publish id follows the ack id, and its answer is the point.
+        if value is not None and self.ack_id is None:
+            raise ValueError("a publish id goes with an ack id")
 
     def to_wire(self) -> list[Any]:
         wire = [_PUBLISH, self.room, self.event, self.data]
         if self.ack_id is not None:
             wire.append(self.ack_id)
+            if self.publish_id is not None:
+                wire.append(self.publish_id)
         return wire
 
 
@@ -554,10 +565,11 @@ def _parse_leave(wire: list[Any], rules: _Rules) -> Leave:
 
 
 def _parse_publish(wire: list[Any], rules: _Rules) -> Publish:
-    _arity(wire, "publish", 4, 5)
+    _arity(wire, "publish", 4, 5, 6)
     return Publish(
         _name(wire[1], "room", rules), _name(wire[2], "event", rules),
         _data(wire[3], rules), _opt_ack(wire, 4),
+        _count(wire[5], "publish id", 1) if len(wire) > 5 else None,
     )
 
 
@@ -692,7 +704,9 @@ def salvage_ack_id(wire: list[Any]) -> int | None:
     """The ack id of an invalid request, if one can be read, so that the error
     reply answers the request instead of leaving it to time out."""
     index = _ACK_INDEX.get(wire[0])
-    if index is None or len(wire) != index + 1:
+    # A PUBLISH may carry a publish id after its ack id.
+    lengths = (5, 6) if wire[0] == _PUBLISH else (None if index is None else index + 1,)
+    if index is None or len(wire) not in lengths:
         return None
     ack_id = wire[index]
     return ack_id if type(ack_id) is int and 0 < ack_id <= ACK_ID_MAX else None

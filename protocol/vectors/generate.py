@@ -183,6 +183,10 @@ valid("publish_binary", C,
       {"type": "publish", "room": "media", "event": "frame", "data": {"png": b"\x89PNG"},
        "ack_id": 12},
       [PUBLISH, "media", "frame", {"png": b"\x89PNG"}, 12])
+valid("publish_with_publish_id", C,
+      {"type": "publish", "room": "lobby", "event": "chat", "data": "hi", "ack_id": 13,
+       "publish_id": 2**53 - 1},
+      [PUBLISH, "lobby", "chat", "hi", 13, 2**53 - 1])
 
 # Client to server: ACK, ERROR, RESUME.
 valid("ack_from_client", C, {"type": "ack", "ack_id": 5, "data": {"ok": True}},
@@ -348,6 +352,12 @@ invalid("emit_event_is_null", S, J, "[1,null,null]", INVALID_PACKET)
 invalid("emit_event_is_binary", S, M, pack([EMIT, b"chat", None, 6]), INVALID_PACKET, 6)
 invalid("join_room_is_array", S, J, '[4,["r"],3]', INVALID_PACKET, 3)
 invalid("publish_room_is_null", S, J, '[6,null,"e",null,14]', INVALID_PACKET, 14)
+invalid("publish_id_zero", S, J, '[6,"r","e",null,14,0]', INVALID_PACKET, 14)
+invalid("publish_id_too_large", S, M, pack([PUBLISH, "r", "e", None, 15, 2**53]),
+        INVALID_PACKET, 15)
+invalid("publish_id_is_string", S, J, '[6,"r","e",null,16,"k1"]', INVALID_PACKET, 16)
+invalid("publish_id_without_ack_id", S, J, '[6,"r","e",null,null,3]', INVALID_PACKET)
+invalid("publish_too_many_fields", S, J, '[6,"r","e",null,1,2,3]', INVALID_PACKET)
 invalid("welcome_options_not_map", C, J, '[0,"s","t",[]]', INVALID_PACKET)
 invalid("welcome_option_missing", C, J,
         '[0,"s","t",{"ping_interval":25000,"ping_timeout":20000}]', INVALID_PACKET)

@@ -134,7 +134,7 @@ _FIELDS: dict[str, tuple[set[str], set[str]]] = {
     "room_event": ({"room", "event", "data", "epoch", "seq"}, set()),
     "join": ({"room"}, {"ack_id"}),
     "leave": ({"room"}, {"ack_id"}),
-    "publish": ({"room", "event", "data"}, {"ack_id"}),
+    "publish": ({"room", "event", "data"}, {"ack_id", "publish_id"}),
     "ack": ({"ack_id", "data"}, set()),
     "error": ({"code", "message"}, {"ack_id"}),
     "gap": ({"room", "count"}, set()),
@@ -169,7 +169,7 @@ def packet_to_logical(packet: Packet) -> dict[str, Any]:
     logical: dict[str, Any] = {"type": TYPE_NAMES[type(packet)]}
     for field in attrs.fields(type(packet)):
         value = getattr(packet, field.name)
-        if field.name == "ack_id" and value is None:
+        if field.name in ("ack_id", "publish_id") and value is None:
             continue
         if field.name == "data":
             value = value_to_logical(value)
