@@ -1,6 +1,6 @@
 """Error codes and WebSocket close codes of protocol v1.
 
-These two enums are the single source of truth for the catalogues in
+These enums are the single source of truth for the catalogues in
 ``protocol/PROTOCOL.md``; a test checks that every member is documented there.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["CloseCode", "ErrorCode"]
+__all__ = ["CloseCode", "ErrorCode", "NotRecovered"]
 
 
 class ErrorCode(enum.StrEnum):
@@ -47,13 +47,35 @@ class ErrorCode(enum.StrEnum):
     #: A message could not be encoded for this connection's codec (binary data
     #: for a JSON connection, or a value outside the data rules).
     UNENCODABLE = "unencodable"
-    #: A resume request named an unknown or expired session, presented the wrong
-    #: token, or reached a server that does not keep sessions.
+    #: A resume request presented a wrong or expired token, or one of another sid;
+    #: it was not the connection's first request; or it reached a server that does
+    #: not keep sessions.
     RESUME_FAILED = "resume_failed"
     #: The server is shutting down and takes no new requests.
     UNAVAILABLE = "unavailable"
     #: The handler failed; details are in the server's log, never on the wire.
     INTERNAL_ERROR = "internal_error"
+
+
+class NotRecovered(enum.StrEnum):
+    """Why a room was not recovered by a RESUME: the ``reason`` of its verdict
+    (PROTOCOL.md section 9.4). A receiver treats a reason it does not know as not
+    recovered all the same."""
+
+    #: The room keeps no history.
+    HISTORY_OFF = "history_off"
+    #: The room's numbering began again (history lost), or the position never was.
+    EPOCH_CHANGED = "epoch_changed"
+    #: Messages after the position are no longer all in the history.
+    WINDOW_EXCEEDED = "window_exceeded"
+    #: More messages to replay than the server replays at once.
+    TOO_FAR_BEHIND = "too_far_behind"
+    #: The application refused the join; not joined.
+    FORBIDDEN = "forbidden"
+    #: The connection is in ``max_rooms`` rooms already; not joined.
+    TOO_MANY_ROOMS = "too_many_rooms"
+    #: The server cannot read the room's history now; not joined.
+    UNAVAILABLE = "unavailable"
 
 
 class CloseCode(enum.IntEnum):

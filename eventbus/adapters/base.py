@@ -11,7 +11,12 @@ is the authority for what must be decided once for all of them:
 * **signals**, unnumbered messages to the nodes of a room or to one node (an event
   for one connection, a request to call a room's members, the answers);
 * **presence**: which connections are in a room, on any node, with a stated
-  staleness bound after a node dies.
+  staleness bound after a node dies;
+* **history**: each room's last messages at their positions, kept by the same
+  atomic step that numbers them (a message is never numbered without being kept,
+  nor kept without being numbered), read back for a resume or to repair what a
+  node missed; and the publish ids already applied, so that a publish sent again
+  after a resume applies once.
 
 What an adapter receives goes to the :class:`Node` it serves (the bus's router),
 which delivers it to local connections. Adapters carry :class:`Envelope` and
@@ -39,6 +44,8 @@ __all__ = [
     "Adapter",
     "AdapterState",
     "Envelope",
+    "HistoryBounds",
+    "HistoryPage",
     "Member",
     "Node",
     "Published",
@@ -55,10 +62,12 @@ class Envelope:
         room: The room.
         event: The event name.
         data: The payload (any value of the data rules, PROTOCOL.md section 4.3).
-        sender: The session id that must not receive it (broadcast-except-sender),
-            or ``None``.
+        sender: The session whose connections must not receive it
+            (broadcast-except-sender), or ``None``.
         delivery: ``"reliable"``, ``"volatile"`` or ``"latest"``.
         key: For ``latest``: messages with the same key supersede each other.
+        publish_id: The sender's publish id: a room with history applies
+            ``(sender, publish_id)`` once (PROTOCOL.md section 6.6).
     """
 
     room: str
@@ -67,6 +76,35 @@ class Envelope:
     sender: str | None = None
     delivery: str = "reliable"
     key: str | None = None
+    publish_id: int | None = None
+
+
+@attrs.frozen(slots=True)
+class HistoryBounds:
+    """How much of a room's history is kept: the last ``size`` messages, none older
+    than ``age`` seconds, ``max_bytes`` of them at most (as the adapter counts a
+    message's bytes: the size of its data in msgpack, at least)."""
+
+    size: int
+    age: float
+    max_bytes: int
+
+
+@attrs.frozen(slots=True)
+class HistoryPage:
+    """What :meth:`Adapter.history` read.
+
+    Attributes:
+        position: The room's current position (its epoch created if it is new).
+        first: The seq of the oldest message history still holds in that epoch
+            (``position.seq + 1`` when it holds none).
+        messages: The messages after the seq asked for, oldest first, with their
+            seqs; empty when the epoch asked for is not the current one.
+    """
+
+    position: Position
+    first: int
+    messages: Sequence[tuple[int, Envelope]]
 
 
 @attrs.frozen(slots=True)
@@ -74,13 +112,18 @@ class Published:
     """What :meth:`Adapter.publish` did with a message.
 
     Attributes:
-        position: The position the message took in its room.
+        position: The position the message took in its room (for a repeat of a
+            publish id, the position the first one took).
         nodes: How many nodes it was handed to (the nodes with members in the room
             at that moment, this one included when it has any).
+        kept: Whether the room's history keeps it.
+        repeat: Whether it repeats a publish id already applied: nothing was sent.
     """
 
     position: Position
     nodes: int
+    kept: bool = False
+    repeat: bool = False
 
 
 class SignalKind(enum.IntEnum):
@@ -97,6 +140,9 @@ class SignalKind(enum.IntEnum):
     #: ``[call_id, {sid: data}, {sid: [code, message]}, [sid, ...]]``
     #: (answers, errors, timed out).
     ANSWERS = 3
+    #: Another connection resumed the session of connection ``body[0]`` of this
+    #: node: close it with 4004.
+    TAKEOVER = 4
 
 
 @attrs.frozen(slots=True)
@@ -150,6 +196,13 @@ class Node(Protocol):
 
     def local_members(self, room: str) -> Sequence[str]:
         """The session ids of this node's members of ``room``."""
+
+    def history_bounds(self, room: str) -> HistoryBounds | None:
+        """How much history ``room`` keeps (``None``: none)."""
+
+    def lost(self, room: str, count: int) -> None:
+        """``count`` messages of ``room`` did not reach this node and cannot be read
+        from history any more: its members are told (GAP)."""
 
 
 class Adapter(abc.ABC):
@@ -252,6 +305,23 @@ class Adapter(abc.ABC):
         Raises:
             eventbus.Unavailable: as :meth:`publish_nowait`.
         """
+
+    @abc.abstractmethod
+    async def history(
+        self, room: str, epoch: str, after: int, limit: int, bounds: HistoryBounds,
+    ) -> HistoryPage:
+        """Read ``room``'s history: at most ``limit`` messages after seq ``after`` of
+        epoch ``epoch`` (none when that is not the current epoch), none older than
+        ``bounds.age``.
+
+        Raises:
+            eventbus.Unavailable: the adapter cannot reach the history now.
+        """
+
+    def shared_secret(self) -> bytes | None:
+        """A secret all nodes of the bus share (they sign resume tokens with it), or
+        ``None`` while it is not known (then each node uses its own)."""
+        return None
 
     @abc.abstractmethod
     def member_joined(self, room: str, sid: str) -> None:

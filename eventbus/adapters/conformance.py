@@ -16,7 +16,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import trio
 
 from ..protocol import Position
-from .base import Adapter, AdapterState, Envelope, Member, Signal, SignalKind
+from .base import Adapter, AdapterState, Envelope, HistoryBounds, Member, Signal, SignalKind
 
 __all__ = ["RecordingNode", "check_adapter"]
 
@@ -33,6 +33,11 @@ class RecordingNode:
         self.delivered: list[tuple[Envelope, Position]] = []
         self.signals: list[Signal] = []
         self.rooms: dict[str, list[str]] = {}
+        #: What ``history_bounds`` answers, by room (absent: :attr:`bounds`).
+        self.room_bounds: dict[str, HistoryBounds | None] = {}
+        self.bounds: HistoryBounds | None = HistoryBounds(1000, 120.0, 1 << 20)
+        #: What ``lost`` was told: (room, count).
+        self.lost_reports: list[tuple[str, int]] = []
         self._arrived = trio.Event()
 
     @property
@@ -49,6 +54,13 @@ class RecordingNode:
 
     def local_members(self, room: str) -> Sequence[str]:
         return self.rooms.get(room, [])
+
+    def history_bounds(self, room: str) -> HistoryBounds | None:
+        return self.room_bounds.get(room, self.bounds)
+
+    def lost(self, room: str, count: int) -> None:
+        self.lost_reports.append((room, count))
+        self._arrived.set()
 
     async def wait_for(self, delivered: int = 0, signals: int = 0, timeout: float = 5) -> None:
         """Wait until this many messages and signals in all have arrived."""

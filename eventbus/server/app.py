@@ -36,10 +36,12 @@ from .connection import Connection, Disconnect
 from .dispatch import Dispatcher
 from .handlers import Handler, make_handler, maybe_await
 from .handshake import Handshakes, descriptor_capacity
+from .history import HistoryPolicy
 from .http import HandshakeRequest, plain_answer, read_request, send_response
 from .logs import LogBudget, may_log, quote
 from .metrics import CONTENT_TYPE, Metrics, exposition, registry_for
 from .outbox import Delivery
+from .recovery import Recovery
 from .router import CallResults, Router
 
 __all__ = ["CallResults", "EventBus"]
@@ -116,6 +118,8 @@ class EventBus:
         self.adapter: Adapter = adapter if adapter is not None else MemoryAdapter()
         self._router = Router(self.adapter, self._connections, self._json, self._msgpack)
         self._router.metrics = self.metrics
+        self._router.history = _history_policy(self.config)
+        self._recovery = Recovery(self)
         self.metrics_registry = registry_for(self)
         self.adapter.attach(self._router)
         self._draining = False
@@ -218,6 +222,8 @@ class EventBus:
         self._msgpack = MsgpackCodec(Role.SERVER, **limits)
         self._router._json = self._json
         self._router._msgpack = self._msgpack
+        self._router.history = _history_policy(config)
+        self._recovery.reconfigure()
 
     def use_adapter(self, adapter: Adapter) -> None:
         """Reach the other nodes through ``adapter`` from now on (what
@@ -717,6 +723,13 @@ class EventBus:
                     conn._send_control(_PING_FRAME)
                     conn.ping_deadline = now + timeout
                     conn.next_ping = now + interval
+                if now >= conn.token_refresh and conn.open:
+                    self._recovery.refresh(conn, now)
+
+
+def _history_policy(config: ServerConfig) -> HistoryPolicy:
+    return HistoryPolicy(config.history_size, config.history_age, config.history_bytes,
+                         config.history_rooms)
 
 
 async def _reuse_port_listeners(host: str, port: int) -> list[trio.abc.Listener[Any]]:

@@ -22,6 +22,13 @@ def _non_negative(_: object, attribute: attrs.Attribute[Any], value: float) -> N
         raise ValueError(f"{attribute.name} must not be negative, not {value!r}")
 
 
+def _history_rules(_: object, attribute: attrs.Attribute[Any], value: Sequence[str]) -> None:
+    from .history import parse_rule  # the rules' own module says what is wrong
+
+    for rule in value:
+        parse_rule(rule)
+
+
 def _name_limit(_: object, attribute: attrs.Attribute[Any], value: int) -> None:
     if not 0 < value <= NAME_MAX_BYTES:
         raise ValueError(f"{attribute.name} must be 1 to {NAME_MAX_BYTES}, not {value!r}")
@@ -98,6 +105,29 @@ class ServerConfig:
     drain_timeout: float = attrs.field(default=10.0, validator=_non_negative)
     #: Seconds a server call waits for the client's answer unless told otherwise.
     call_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Messages a room's history keeps, for clients that resume (PROTOCOL.md section
+    #: 9.3); 0: rooms keep no history unless a ``history_rooms`` rule says so.
+    history_size: int = attrs.field(default=1000, validator=_non_negative)
+    #: Seconds a message stays in its room's history at most.
+    history_age: float = attrs.field(default=120.0, validator=_positive)
+    #: Bytes a room's history holds at most (each message counted as the size of its
+    #: data in msgpack, plus its event name and 16).
+    history_bytes: int = attrs.field(default=1_048_576, validator=_positive)
+    #: History rules by room name, first match wins: ``PATTERN=off``, or
+    #: ``PATTERN=SIZE,AGE[,BYTES]`` (``game.*=off``, ``audit.*=10000,3600``); a room
+    #: no rule matches keeps the history above.
+    history_rooms: Sequence[str] = attrs.field(default=(), converter=tuple,
+                                               validator=_history_rules)
+    #: Most messages one room replays to a resuming client; further behind, it is
+    #: told ``too_far_behind`` instead.
+    max_replay: int = attrs.field(default=10_000, validator=_positive)
+    #: Seconds a resume token is valid after it was issued; a connection gets a
+    #: fresh one (the ``$resume_token`` event) when half of that has passed.
+    resume_ttl: float = attrs.field(default=86400.0, validator=_positive)
+    #: The secret resume tokens are signed with, the same on every node of the bus.
+    #: ``None``: with Redis, one the nodes keep there; alone, a new one per process
+    #: (a restart then answers every RESUME with ``resume_failed``).
+    secret: str | None = attrs.field(default=None, repr=False)
     #: Origins of the pages allowed to open connections, such as
     #: ``["https://app.example"]``; ``["*"]`` allows any page. ``None`` (the
     #: default) allows only pages of the bus's own origin (the ``Origin`` names the

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -145,6 +144,7 @@ class Connection:
         "_counts_in",
         "_counts_out",
         "_direct_fd",
+        "_drained",
         "_errors",
         "_flushed",
         "_fragments",
@@ -170,11 +170,14 @@ class Connection:
         "next_ping",
         "ping_deadline",
         "request",
+        "requests",
         "resume_token",
         "rooms",
+        "session",
         "sid",
         "state",
         "stream",
+        "token_refresh",
     )
 
     def __init__(
@@ -189,7 +192,14 @@ class Connection:
         self.request = request
         self.state = state
         self.sid = bus._router.new_sid()
-        self.resume_token = secrets.token_urlsafe(24)
+        #: The session: this connection's own, or the one it resumed (PROTOCOL.md
+        #: section 9.1); broadcast-except-sender skips every connection of it.
+        self.session = self.sid
+        self.resume_token = bus._recovery.issue(self)
+        #: When the connection gets a fresh resume token (trio time).
+        self.token_refresh = trio.current_time() + config.resume_ttl / 2
+        #: Requests handed to the dispatcher so far (RESUME must be the first).
+        self.requests = 0
         #: Rooms this connection is a member of.
         self.rooms: set[str] = set()
         # Plain TCP sockets are written directly; TLS and in-memory streams go
@@ -200,6 +210,7 @@ class Connection:
         self._outbox: Outbox | None = None
         self._writing = False
         self._flushed: trio.Event | None = None
+        self._drained: trio.Event | None = None
         # Requests waiting for the worker, with what each counts against inbox_bytes.
         self._inbox: deque[tuple[Packet, int]] | None = None
         self._inbox_bytes = 0
@@ -392,6 +403,22 @@ class Connection:
             return
         self._start_writer()
 
+    async def send_paced(self, frame: bytes, room: str) -> bool:
+        """Send a frame of a replay: at the pace the client reads, so that however
+        long a replay is it never fills the queue (and never closes a client that
+        reads with 4001). Whether the connection is still open."""
+        box = self._outbox
+        while box is not None and (len(box) * 2 >= box.max_messages
+                                   or box.bytes * 2 >= box.max_bytes):
+            if not self.open:
+                return False
+            self._drained = trio.Event()
+            await self._drained.wait()
+        if not self.open:
+            return False
+        self.send_frame(frame, Delivery.RELIABLE, room, None)
+        return self.open
+
     def _send_control(self, data: bytes) -> None:
         if not self._write_now(data):
             self._box().push_control(data)
@@ -454,12 +481,16 @@ class Connection:
                         await trio.lowlevel.wait_writable(fd)
                         continue
                     view = view[sent:]
+                if self._drained is not None and len(box) * 4 < box.max_messages:
+                    self._drained.set()
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             self._abort(1006, "connection lost", by_server=False)
         finally:
             self._writing = False
             if self._flushed is not None:
                 self._flushed.set()
+            if self._drained is not None:
+                self._drained.set()
 
     # --- receiving ----------------------------------------------------------------
 
@@ -889,6 +920,8 @@ class Connection:
         for pending in self._calls.values():
             pending.error = error
             pending.done.set()
+        if self._drained is not None:
+            self._drained.set()
         if self._outbox is not None:
             self._outbox.clear()
         self._bus._detach(self)

@@ -18,7 +18,6 @@ from ..errors import (
     Forbidden,
     InternalError,
     RequestError,
-    ResumeFailed,
     TooManyRooms,
     Unavailable,
     UnknownEvent,
@@ -53,32 +52,34 @@ class Dispatcher:
             conn.answer_error(ack_id, Unavailable("the server is shutting down"))
             return
         self.running += 1
+        conn.requests += 1
         try:
             if isinstance(packet, Emit):
                 await self._handle_emit(conn, packet)
             elif isinstance(packet, Publish):
-                await self._authorize(self._bus._authorize_publish, conn, packet.room, packet.event)
+                await self.authorize(self._bus._authorize_publish, conn, packet.room, packet.event)
                 envelope = self._bus._router.envelope(packet.room, packet.event, packet.data, conn,
-                                                 Delivery.RELIABLE, None)
+                                                      Delivery.RELIABLE, None, packet.publish_id)
                 if ack_id is None:
                     self._bus._router.publish_nowait(envelope)
                 else:
                     published = await self._bus._router.publish(envelope)
-                    conn.answer(ack_id, published.position.to_wire() if published.nodes
-                                else None)
+                    conn.answer(ack_id, published.position.to_wire()
+                                if published.nodes or published.kept else None)
             elif isinstance(packet, Join):
                 limit = self._bus.config.max_rooms
                 if packet.room not in conn.rooms:
                     if len(conn.rooms) >= limit:
                         raise TooManyRooms(f"a connection may join {limit} rooms")
-                    await self._authorize(self._bus._authorize_join, conn, packet.room)
+                    await self.authorize(self._bus._authorize_join, conn, packet.room)
                 position = await self._bus._router.join(conn, packet.room)
                 conn.answer(ack_id, position.to_wire())
             elif isinstance(packet, Leave):
                 self._bus._router.leave(conn, packet.room)
                 conn.answer(ack_id, None)
             elif isinstance(packet, Resume):
-                raise ResumeFailed("this server keeps no sessions; join the rooms again")
+                verdicts = await self._bus._recovery.resume(conn, packet, trio.current_time())
+                conn.answer(ack_id, verdicts)
         except RequestError as exc:
             conn.answer_error(ack_id, exc)
         except Exception:
@@ -87,7 +88,7 @@ class Dispatcher:
         finally:
             self.running -= 1
 
-    async def _authorize(self, hook: Callable[..., Any] | None, *args: Any) -> None:
+    async def authorize(self, hook: Callable[..., Any] | None, *args: Any) -> None:
         """Run a room authorization hook (plain or async); raise Forbidden on no."""
         if hook is None:
             if self._bus.config.open_rooms:

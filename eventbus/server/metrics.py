@@ -74,6 +74,8 @@ class Metrics:
         self.refusals: Counter[str] = Counter()  # error code
         self.calls: Counter[str] = Counter()  # outcome
         self.handlers: dict[str, _Histogram] = {}
+        self.resumes: Counter[str] = Counter()  # "recovered", or why not (room by room)
+        self.replayed = 0
         # What connections that ended had dropped and reported, kept when they go.
         self._dropped = Counter[str]()
         self._gaps = 0
@@ -170,6 +172,13 @@ class BusCollector(Collector):
                       ["code"], {(code,): n for code, n in m.refusals.items()})
         yield counter("eventbus_server_calls", "Server calls (sock.call, bus.call), by outcome.",
                       ["outcome"], {(outcome,): n for outcome, n in m.calls.items()})
+        yield counter("eventbus_resumed_rooms",
+                      "Rooms of RESUME requests, by verdict: recovered, or the reason why not"
+                      " (resume_failed: the whole RESUME was refused, counted once).",
+                      ["verdict"], {(verdict,): n for verdict, n in m.resumes.items()})
+        yield counter("eventbus_replayed_messages",
+                      "Room messages replayed to clients that resumed.",
+                      values={(): m.replayed} if live else None)
         handlers = HistogramMetricFamily(
             "eventbus_handler_duration_seconds", "Handler run times, by event.",
             labels=["event"])

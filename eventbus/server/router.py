@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ..adapters import Adapter, Envelope, Published, Signal, SignalKind
+from ..adapters import Adapter, Envelope, HistoryBounds, Published, Signal, SignalKind
+from ..codes import CloseCode
 from ..errors import (
     CallTimeout,
     ConnectionClosed,
@@ -45,6 +46,7 @@ from ..protocol import (
     check_data,
 )
 from ..protocol.wsframe import server_frame
+from .history import HistoryPolicy
 from .metrics import Metrics
 from .outbox import Delivery
 from .rooms import RoomRegistry
@@ -121,6 +123,8 @@ class Router:
         self.nursery: trio.Nursery | None = None
         #: The bus's counts (set by the bus; None when metrics are off).
         self.metrics: Metrics | None = None
+        #: Which rooms keep history (set by the bus).
+        self.history = HistoryPolicy(0, 1.0, 1)
 
     # --- the adapter's Node ------------------------------------------------------------
 
@@ -140,9 +144,11 @@ class Router:
         room.position = position
         packet = RoomEvent(envelope.room, envelope.event, envelope.data, position.epoch,
                            position.seq)
+        # Members that just resumed skip what their replay already sent.
+        members = room.unfenced(position) if room.fences else room.members
         try:
             # The data was checked once, by the node that published it (envelope()).
-            self._sent = self._fan_out(packet, room.members, envelope.sender,
+            self._sent = self._fan_out(packet, members, envelope.sender,
                                        Delivery(envelope.delivery), envelope.room,
                                        envelope.key, checked=True)
         except (ValueError, LocalProtocolError) as exc:
@@ -163,19 +169,47 @@ class Router:
                     self.nursery.start_soon(self._answer_call, signal)
             elif kind is SignalKind.ANSWERS:
                 self._collect_answers(signal)
+            elif kind is SignalKind.TAKEOVER:
+                self.take_over(str(signal.body[0]))
         except (ValueError, TypeError, LocalProtocolError) as exc:
             # A node of another version, or a bug: never a crash of this one.
             logger.warning("ignored a %s signal from node %s: %s", kind.name, signal.sender, exc)
 
     def local_members(self, room: str) -> Sequence[str]:
         found = self.rooms.get(room)
-        return [conn.sid for conn in found.members] if found is not None else []
+        return [conn.sid for conn in (*found.members, *found.waiting)] if found is not None else []
+
+    def history_bounds(self, room: str) -> HistoryBounds | None:
+        return self.history.bounds(room)
+
+    def lost(self, room: str, count: int) -> None:
+        found = self.rooms.get(room)
+        if found is None or count <= 0:
+            return
+        for conn in found.members:
+            conn.send_frame(conn.frame(Gap(room, count)), Delivery.RELIABLE, None, None)
+
+    def take_over(self, sid: str) -> bool:
+        """Another connection resumed the session of connection ``sid``: close it
+        with 4004, on whichever node it is; whether it is known to be there."""
+        conn = self._connections.get(sid)
+        if conn is not None:
+            conn.close(CloseCode.SESSION_TAKEN_OVER, "another connection resumed this session")
+            return True
+        node = sid[:len(self._node_id)]
+        if node == self._node_id or len(sid) <= len(node):
+            return False
+        try:
+            return self.adapter.signal_nowait(
+                Signal(SignalKind.TAKEOVER, self._node_id, [sid]), node=node) is not False
+        except Unavailable:
+            return False  # that node, cut off from this one, cannot be told; it may be gone
 
     # --- room messages -----------------------------------------------------------------
 
     def envelope(
         self, room: str, event: str, data: Any, sender: Connection | None, delivery: Delivery,
-        key: str | None,
+        key: str | None, publish_id: int | None = None,
     ) -> Envelope:
         """A room message, its data checked once here for every node and codec.
 
@@ -186,8 +220,8 @@ class Router:
             check_data(data, allow_bytes=True, depth=MAX_DEPTH)
         except DataError as exc:
             raise LocalProtocolError(f"cannot send event {event!r}: {exc}") from None
-        return Envelope(room, event, data, sender.sid if sender is not None else None,
-                        delivery.value, key)
+        return Envelope(room, event, data, sender.session if sender is not None else None,
+                        delivery.value, key, publish_id)
 
     def publish_nowait(self, envelope: Envelope) -> int:
         """Send a room message without waiting.
@@ -203,7 +237,7 @@ class Router:
         found = self.rooms.get(envelope.room)
         if found is None:
             return 0
-        return sum(1 for conn in found.members if conn.sid != envelope.sender)
+        return sum(1 for conn in found.members if conn.session != envelope.sender)
 
     async def publish(self, envelope: Envelope) -> Published:
         """Send a room message; returns its position and how many nodes had it."""
@@ -213,7 +247,7 @@ class Router:
                  key: str | None) -> int:
         """An event to every connection of this node."""
         return self._fan_out(Event(event, data), self._connections.values(),
-                             skip.sid if skip is not None else None, delivery, None, key)
+                             skip.session if skip is not None else None, delivery, None, key)
 
     def emit_to_sid(self, sid: str, event: str, data: Any, delivery: Delivery,
                     key: str | None) -> bool:
@@ -241,7 +275,7 @@ class Router:
         text_frame: bytes | None = None
         sent = binary = 0
         for conn in targets:
-            if conn.sid == skip:
+            if conn.session == skip:
                 continue
             if conn.binary:
                 if binary_frame is None:
@@ -265,6 +299,16 @@ class Router:
             if room is not None:
                 metrics.deliveries[delivery.value] += sent
         return sent
+
+    def room_frame(self, conn: Connection, packet: RoomEvent) -> bytes:
+        """The frame of a room message for one connection (a replay), as
+        :meth:`_fan_out` would send it."""
+        counts = self.metrics.sent["msgpack" if conn.binary else "json"] if self.metrics else None
+        if counts is not None:
+            counts[RoomEvent] += 1
+        if conn.binary:
+            return server_frame(self._msgpack.encode(packet, checked=True), binary=True)
+        return self._text_frame(packet, True)
 
     def _text_frame(self, packet: Packet, checked: bool) -> bytes:
         """The JSON frame of ``packet``; for data JSON cannot carry, an ERROR saying
@@ -309,6 +353,32 @@ class Router:
                                   or found.position.seq < position.seq):
             found.position = position
         return position
+
+    async def join_waiting(self, conn: Connection, room: str) -> Position:
+        """Add a resuming connection to a room without live messages yet (see
+        :meth:`go_live`); returns the room's position once this node is subscribed.
+
+        Raises:
+            Unavailable: as :meth:`join`; the connection is not in the room.
+        """
+        if room in conn.rooms:
+            self.leave(conn, room)  # joined by the app meanwhile: the replay decides now
+        conn.rooms.add(room)
+        new = room not in self.rooms
+        self.rooms.join(room, conn, waiting=True)
+        self.adapter.member_joined(room, conn.sid)
+        try:
+            if new:
+                return await self.adapter.subscribe(room)
+            return await self.adapter.position(room)
+        except BaseException:
+            self.leave(conn, room)
+            raise
+
+    def go_live(self, conn: Connection, room: str, fence: Position | None) -> bool:
+        """A connection added by :meth:`join_waiting` gets the room's live messages
+        past ``fence`` from now on; whether it is still in the room."""
+        return self.rooms.go_live(room, conn, fence)
 
     def join_nowait(self, conn: Connection, room: str) -> None:
         """Add a connection to a room from synchronous server code. With an adapter

@@ -205,12 +205,22 @@ class Settings:
         if self.config_file is not None:
             lines.append(f"# Config file read: {self.config_file}")
         for table, settings, values in (("serve", SERVE, self.serve), ("bus", BUS, bus)):
-            rows = [(f"{s.name} = {s.kind.to_toml(values[s.name].value)}",
-                     _comment(s, values[s.name])) for s in settings]
+            rows = [(_row(s, values[s.name]), _comment(s, values[s.name])) for s in settings]
             width = max(len(row) for row, _ in rows)
             lines += ["", f"[{table}]"]
             lines += [f"{row:<{width}}  # {comment}" for row, comment in rows]
         return "\n".join(lines) + "\n"
+
+
+#: Settings whose values are never printed.
+SECRET_SETTINGS = frozenset({"secret"})
+
+
+def _row(setting: Setting, given: Given) -> str:
+    if setting.name in SECRET_SETTINGS and given.value is not None:
+        # Commented out: a file read back must not carry a secret that was never in it.
+        return f"# {setting.name} = (hidden)"
+    return f"{setting.name} = {setting.kind.to_toml(given.value)}"
 
 
 def _comment(setting: Setting, given: Given) -> str:
