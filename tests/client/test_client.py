@@ -71,8 +71,10 @@ async def test_subscribe_yields_in_order_and_leaving_stops_events() -> None:
                 assert prices == sorted(prices)
                 assert events.dropped == 0
             assert sub.rooms == frozenset()
-            # Left: the server has no member in either room, so a publish reaches nobody.
-            assert await pub.publish("news", "tick", 99) is None
+            # Left: the server has no member in either room; the message is only kept
+            # in the room's history.
+            position = await pub.publish("news", "tick", 99)
+            assert position is not None and server.bus.members("news") == []
             assert server.bus.members("prices") == []
 
 

@@ -70,7 +70,8 @@ async def test_server_broadcast_with_skip() -> None:
 
 async def test_leave_stops_delivery_and_join_reports_position() -> None:
     with trio.fail_after(10):
-        async with serving(open_bus()) as port, raw_client(port) as a, raw_client(port) as b:
+        bus = open_bus(history_rooms=["volatile.*=off"])
+        async with serving(bus) as port, raw_client(port) as a, raw_client(port) as b:
             first = await join(a, "r")
             assert first.data[1] == 0
             await join(b, "r")
@@ -82,9 +83,14 @@ async def test_leave_stops_delivery_and_join_reports_position() -> None:
             await b.send(Publish("r", "x", 2, 7))
             assert await b.recv() == Ack(7, [first.data[0], 2])
             await a.recv_nothing()
-            # A room without members: the message reaches nobody and takes no seq.
+            # A room without members keeps the message in its history: it takes seq 1.
             await a.send(Publish("empty", "x", 3, 10))
-            assert await a.recv() == Ack(10, None)
+            kept = await a.recv()
+            assert isinstance(kept, Ack)
+            assert kept.data[1] == 1
+            # A room without members nor history: the message reaches nobody.
+            await a.send(Publish("volatile.x", "x", 3, 11))
+            assert await a.recv() == Ack(11, None)
             # Leaving a room one is not in is fine; joining twice is fine.
             await a.send(Leave("nowhere", 8))
             assert await a.recv() == Ack(8, None)
