@@ -29,7 +29,7 @@ from .errors import (
 from .protocol import Position
 
 if TYPE_CHECKING:
-    from .client import Backoff, Client, Incoming, Subscription, connect
+    from .client import Backoff, Client, Incoming, Recovery, Subscription, connect
     from .server import (
         CallResults,
         Connection,
@@ -42,7 +42,8 @@ if TYPE_CHECKING:
 
 #: Where each lazily loaded name lives.
 _LAZY = {
-    **dict.fromkeys(("Backoff", "Client", "Incoming", "Subscription", "connect"), "client"),
+    **dict.fromkeys(("Backoff", "Client", "Incoming", "Recovery", "Subscription", "connect"),
+                    "client"),
     **dict.fromkeys(
         ("CallResults", "Connection", "Delivery", "Disconnect", "EventBus",
          "HandshakeRequest", "ServerConfig"), "server"),
@@ -89,6 +90,7 @@ __all__ = [
     "Position",
     "ProtocolError",
     "RateLimited",
+    "Recovery",
     "RemoteProtocolError",
     "RequestError",
     "ResumeFailed",

@@ -8,7 +8,8 @@ leaves and publishes to rooms, subscribes to rooms (:class:`Subscription`), runs
 
 from .backoff import Backoff
 from .client import Client, connect, open_client
-from .messages import Incoming
+from .messages import Incoming, Recovery
 from .subscription import Subscription
 
-__all__ = ["Backoff", "Client", "Incoming", "Subscription", "connect", "open_client"]
+__all__ = ["Backoff", "Client", "Incoming", "Recovery", "Subscription", "connect",
+           "open_client"]

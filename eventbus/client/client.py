@@ -24,6 +24,7 @@ from ..protocol import (
     JSON_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
     NAME_MAX_BYTES,
+    SEQ_MAX,
     Emit,
     Join,
     Leave,
@@ -142,18 +143,22 @@ class Client(Session):
 
     @property
     def positions(self) -> Mapping[str, Position]:
-        """The last position seen per room, as RESUME will need it: from JOIN and
-        PUBLISH acks and room events, in the order they arrived. Within an epoch a
-        room's position only moves forward; a new epoch replaces it."""
+        """The last position seen per room, which a RESUME resumes from: from JOIN
+        acks, room events and RESUME verdicts, in the order they arrived. Within an
+        epoch a room's position only moves forward; a new epoch replaces it. The
+        acks of the client's own publishes do not count: with several servers such
+        an ack may arrive before an earlier message of the room does."""
         return dict(self._positions)
 
     def statistics(self) -> dict[str, int]:
         """Counters: ``reconnects``, ``missed`` (dropped by the server, from GAP),
-        ``dropped`` (by full subscription buffers), ``pending`` requests."""
+        ``duplicates`` (room events seen already, dropped), ``dropped`` (by full
+        subscription buffers), ``pending`` requests."""
         link = self._current
         return {
             "reconnects": self._reconnects,
             "missed": self._missed,
+            "duplicates": self._duplicates,
             "dropped": sum(sub.dropped for sub in self._subscriptions),
             "pending": len(link.pending) if link is not None else 0,
         }
@@ -198,6 +203,14 @@ class Client(Session):
         """Register ``hook()``, run after each reconnection once the rooms are joined
         again (not after the first connection)."""
         self._on_reconnect = func
+        return func
+
+    def on_resume(self, func: F) -> F:
+        """Register ``hook(recoveries)``, run after each reconnection with a
+        :class:`~eventbus.Recovery` per room the client was in, by room: whether
+        the server replayed everything the client missed there, or why not (the
+        app refetches the state of those). Runs before :meth:`on_reconnect`."""
+        self._on_resume = func
         return func
 
     def on_disconnect(self, func: F) -> F:
@@ -283,8 +296,16 @@ class Client(Session):
     ) -> Position | None:
         """Send an event to every member of ``room`` except this client.
 
+        A publish whose connection is lost before its answer is sent again after
+        the reconnection, with the same publish id, so that the server applies it
+        once (PROTOCOL.md section 6.6); if the server could not resume the session
+        it cannot tell, and the publish raises ``ConnectionClosed`` instead of
+        risking a second copy. While disconnected, waits for the connection as
+        :meth:`call` does.
+
         Returns:
-            The position the message got, or ``None`` if the room had no members.
+            The position the message got, or ``None`` if the room had no members
+            and keeps no history.
 
         Raises:
             Forbidden: the server does not let this client publish there.
@@ -292,9 +313,24 @@ class Client(Session):
         """
         self._check_name(room, "room")
         self._check_name(event, "event")
-        result = await self._request(partial(Publish, room, event, data), timeout,
-                                     f"publish to {room!r}", position_of=room)
-        return position_from(result)
+        publish_id = self._next_publish_id
+        self._next_publish_id = publish_id % SEQ_MAX + 1
+        what = f"publish to {room!r}"
+        link = await self._wait_link()
+        while True:
+            make = partial(Publish, room, event, data, publish_id=publish_id)
+            try:
+                return position_from(await self._request_on(link, make, timeout, what))
+            except ConnectionClosed:
+                if self.closed:
+                    raise
+                sent_on = link
+                link = await self._wait_link()
+                if link.generation != sent_on.generation:
+                    raise ConnectionClosed(
+                        f"the connection to {self._target} was lost before the answer to "
+                        f"{what}, and the server started a new session: it may or may not "
+                        "have been applied") from None
 
     @asynccontextmanager
     async def subscribe(self, *rooms: str, buffer: int = 1000) -> AsyncIterator[Subscription]:

@@ -80,6 +80,10 @@ class Link:
         self.reader: trio.lowlevel.Task | None = None
         self.scope = trio.CancelScope()
         self.began = self.last_heard = trio.current_time()
+        #: The latest resume token the server gave this connection.
+        self.token = welcome.resume_token
+        #: The client's session generation this link serves (set once it is ready).
+        self.generation = 0
         self._next_id = 1
         # The server refuses requests beyond max_pending (too_many_pending): wait
         # for a slot instead. 0 would mean no request at all; treat it as no limit.

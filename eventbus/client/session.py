@@ -33,6 +33,7 @@ from ..errors import (
     LocalProtocolError,
     RemoteProtocolError,
     RequestError,
+    ResumeFailed,
     error_from_code,
 )
 from ..protocol import (
@@ -44,6 +45,7 @@ from ..protocol import (
     Leave,
     Packet,
     Position,
+    Resume,
     Role,
     RoomEvent,
     Welcome,
@@ -52,7 +54,7 @@ from ..protocol import (
 from .backoff import Backoff
 from .handlers import Handler, answer, call_hook
 from .link import Link, Pending, closed_copy
-from .messages import Incoming
+from .messages import Incoming, Recovery
 from .subscription import Subscription
 from .transport import Opener, map_exceptions
 
@@ -102,6 +104,7 @@ class Session:
         self._on_error: Callable[..., Any] | None = None
         self._on_reconnect: Callable[..., Any] | None = None
         self._on_disconnect: Callable[..., Any] | None = None
+        self._on_resume: Callable[..., Any] | None = None
         self._explicit: set[str] = set()
         self._held: Counter[str] = Counter()
         self._positions: dict[str, Position] = {}
@@ -114,6 +117,18 @@ class Session:
         self._final: ConnectionClosed | None = None
         self._reconnects = 0
         self._missed = 0
+        self._duplicates = 0
+        # The sid and token of the last connection that finished setting up: what
+        # the next one resumes (PROTOCOL.md section 9).
+        self._previous: tuple[str, str] | None = None
+        #: Seconds a RESUME may take, replay included.
+        self.resume_timeout = max(60.0, request_timeout)
+        # Counts the server sessions this client has had: a publish is sent again
+        # after a lost answer only within one (its publish id means nothing in another).
+        self.generation = 0
+        self._next_publish_id = 1
+        #: The verdicts of the last RESUME, by room.
+        self.recoveries: dict[str, Recovery] = {}
 
     @property
     def rooms(self) -> frozenset[str]:
@@ -314,9 +329,13 @@ class Session:
                 await nursery.start(self._read, link)
                 nursery.start_soon(self._watch, link)
                 if self._started:
-                    await self._rejoin(link)
+                    await self._resume(link)
+                else:
+                    self.generation += 1
+                link.generation = self.generation
                 if link.error is None:
                     self._link = link
+                    self._previous = (link.welcome.sid, link.token)
                     self._changed.unpark_all()
                 if not self._started:
                     self._started = True
@@ -326,10 +345,68 @@ class Session:
                     logger.info("reconnected to %s", self._target)
                     await call_hook(self._on_reconnect)
 
-    async def _rejoin(self, link: Link) -> None:
-        """Join the client's rooms again on a new connection (v1 servers cannot
-        resume sessions, so RESUME is not tried)."""
-        for room in sorted(self.rooms):
+    async def _resume(self, link: Link) -> None:
+        """Continue the session on a new connection: RESUME with the last position
+        of each room, which the server replays from (PROTOCOL.md section 9); the
+        rooms it cannot resume, and every room when it refuses the RESUME, are
+        joined again. Tells the ``on_resume`` hook each room's verdict."""
+        previous = self._previous
+        rooms = sorted(self.rooms)
+        positions = {room: self._positions[room] for room in rooms if room in self._positions}
+        verdicts: dict[str, Recovery] = {}
+        again: list[str] = [room for room in rooms if room not in positions]
+        try:
+            if previous is None:
+                raise ResumeFailed("no session to resume")
+            answer = await self._request_on(
+                link, partial(Resume, previous[0], previous[1], positions), self.resume_timeout,
+                "resume the session")
+        except ConnectionClosed:
+            return
+        except ResumeFailed as exc:
+            logger.warning("%s did not resume the session (%s): joining the rooms again",
+                           self._target, exc.message)
+            self.generation += 1
+            verdicts = {room: Recovery(room, False, reason="resume_failed") for room in rooms}
+            again = rooms
+        except EventBusError as exc:
+            # Without its answer the seam is unknown: start again on a new connection.
+            self._lose(link, ConnectionClosed(f"could not resume the session: {exc}"))
+            return
+        else:
+            for room, verdict in (answer.items() if isinstance(answer, dict) else ()):
+                if room not in positions or not isinstance(verdict, dict):
+                    continue
+                recovery = _recovery(room, verdict)
+                verdicts[room] = recovery
+                if recovery.position is not None:
+                    self._record_position(room, recovery.position)
+                elif recovery.reason == "unavailable":
+                    again.append(room)
+                else:
+                    self._drop_room(room)
+            for room in positions:
+                if room not in verdicts:
+                    again.append(room)  # no verdict: a JOIN says where it stands
+            for room, recovery in list(verdicts.items()):
+                if room not in self.rooms and recovery.position is not None:
+                    # Left while the RESUME was on its way.
+                    with suppress(EventBusError):
+                        await self._request_on(link, partial(Leave, room), None,
+                                               f"leave {room!r}")
+        await self._rejoin(link, sorted(again))
+        self.recoveries = verdicts
+        if verdicts:
+            await call_hook(self._on_resume, MappingProxyType(verdicts))
+
+    def _drop_room(self, room: str) -> None:
+        self._explicit.discard(room)
+        self._held.pop(room, None)
+        self._positions.pop(room, None)
+
+    async def _rejoin(self, link: Link, rooms: list[str]) -> None:
+        """Join rooms again on a new connection (those a RESUME did not give back)."""
+        for room in rooms:
             try:
                 await self._request_on(link, partial(Join, room), None, f"join {room!r}",
                                        position_of=room)
@@ -340,9 +417,7 @@ class Session:
                 return
             except RequestError as exc:
                 logger.warning("could not join %r again after reconnecting: %s", room, exc)
-                self._explicit.discard(room)
-                self._held.pop(room, None)
-                self._positions.pop(room, None)
+                self._drop_room(room)
                 await call_hook(self._on_error, exc)
                 continue
             except EventBusError as exc:  # CallTimeout: keep the room for next time
@@ -395,6 +470,12 @@ class Session:
 
     async def _on_room_event(self, packet: RoomEvent) -> None:
         room = packet.room
+        known = self._positions.get(room)
+        if known is not None and known.epoch == packet.epoch and packet.seq <= known.seq:
+            # Seen already, or before where the client joined: the second guard
+            # against a repeat (PROTOCOL.md section 8; the server sends none).
+            self._duplicates += 1
+            return
         self._record_position(room, packet.position)
         incoming = Incoming(room, packet.event, packet.data, packet.epoch, packet.seq)
         for subscription in self._subscriptions:
@@ -405,6 +486,10 @@ class Session:
             await self._notify(handler, incoming)
 
     async def _on_event(self, link: Link, packet: Event) -> None:
+        if (packet.event == "$resume_token" and packet.ack_id is None
+                and isinstance(packet.data, str)):
+            link.token = packet.data  # the client's own business, not the app's
+            return
         incoming = Incoming(None, packet.event, packet.data)
         handler = self._handlers.get(packet.event)
         if packet.ack_id is None:
@@ -462,6 +547,16 @@ class Session:
                 "ping_timeout): the connection is dead", close_code=1006,
             ))
             return
+
+
+def _recovery(room: str, verdict: dict[str, Any]) -> Recovery:
+    recovered = verdict.get("recovered") is True
+    replayed = verdict.get("replayed")
+    reason = verdict.get("reason")
+    return Recovery(
+        room, recovered, replayed if type(replayed) is int and recovered else 0,
+        None if recovered else reason if isinstance(reason, str) else "unknown",
+        position_from(verdict.get("position")))
 
 
 def position_from(value: Any) -> Position | None:

@@ -18,7 +18,7 @@ import trio
 import trio_websocket
 
 from eventbus import Connection, EventBus, Forbidden
-from eventbus.protocol import JSON_SUBPROTOCOL, JsonCodec, Packet, Role, Welcome
+from eventbus.protocol import JSON_SUBPROTOCOL, ErrorReply, JsonCodec, Packet, Resume, Role, Welcome
 
 
 class Bus(EventBus):
@@ -125,13 +125,20 @@ class Peer:
         self.ws = ws
         self.number = number  # 1 for the first connection, 2 after a reconnect...
         self.codec = JsonCodec(Role.SERVER)
+        #: Answer RESUME with resume_failed, as a server that keeps no sessions does
+        #: (then :meth:`receive` returns the packet after it).
+        self.refuse_resume = True
 
     async def send(self, *packets: Packet) -> None:
         for packet in packets:
             await self.ws.send_message(self.codec.encode(packet).decode())
 
     async def receive(self) -> Packet:
-        return self.codec.decode(await self.ws.get_message())
+        while True:
+            packet = self.codec.decode(await self.ws.get_message())
+            if not (isinstance(packet, Resume) and self.refuse_resume):
+                return packet
+            await self.send(ErrorReply(packet.ack_id, "resume_failed", "no sessions here"))
 
 
 @asynccontextmanager

@@ -44,8 +44,9 @@ async def test_publish_reaches_the_other_member_not_the_publisher() -> None:
             # The publisher is skipped: a round trip later, nothing reached it.
             assert await a.call("echo", 1) == 1
             assert got_a == []
-            # Positions are kept per room for a future RESUME.
-            assert a.positions == {"lobby": position}
+            # Positions are kept per room for a RESUME: the publisher's stays where it
+            # joined (its own publish is not something it missed, and replays skip it).
+            assert a.positions == {"lobby": joined_a}
             assert b.positions == {"lobby": position}
             # Once B has left, A's messages no longer reach it (the ROOM_EVENT would
             # have been written to B before the answer to B's next request).
@@ -74,7 +75,8 @@ async def test_subscribe_yields_in_order_and_leaving_stops_events() -> None:
             # Left: the server has no member in either room; the message is only kept
             # in the room's history.
             position = await pub.publish("news", "tick", 99)
-            assert position is not None and server.bus.members("news") == []
+            assert position is not None
+            assert server.bus.members("news") == []
             assert server.bus.members("prices") == []
 
 
