@@ -131,19 +131,29 @@ async def test_names_carry_the_prefix_and_a_rooms_names_share_one_hash_tag(
         assert published.nodes == 3, "every subscriber counts: two nodes, and this listener"
         wire = msgpack.unpackb(message["data"], raw=False)
         assert wire == [1, 1, published.position.epoch, published.position.seq, "lobby", "hi",
-                        {"x": [1, b"\x00"]}, "s1", "reliable", None], "[version, kind, ...]"
+                        {"x": [1, b"\x00"]}, "s1", "reliable", None, None], "[version, kind, ...]"
 
+        # A publish id: the room's publish keys too.
+        await a.publish(Envelope("lobby", "hi", None, sender="s1", publish_id=9))
         keys = sorted(key.decode() for key in await client.keys(f"*{prefix}*"))
         channels = sorted(name.decode() for name in await client.pubsub_channels(f"*{prefix}*"))
         room = f"{{{prefix}:lobby}}"
-        assert keys == sorted([f"{room}:m", f"{room}:p", f"{prefix}:alive:{na.node_id}",
-                               f"{prefix}:alive:{nb.node_id}"])
+        assert keys == sorted([f"{room}:m", f"{room}:p", f"{room}:h", f"{room}:i",
+                               f"{prefix}:alive:{na.node_id}", f"{prefix}:alive:{nb.node_id}",
+                               f"{prefix}:secret"])
         assert channels == sorted([f"{room}:c", f"{prefix}:node:{na.node_id}",
                                    f"{prefix}:node:{nb.node_id}"])
         assert {hash_tag(name) for name in [*keys, *channels] if "lobby" in name} == {
             f"{prefix}:lobby"}, "one slot for the room's keys and channel"
-        assert await client.hgetall(f"{room}:m") == {
-            b"e": published.position.epoch.encode(), b"s": b"1"}
+        meta = await client.hgetall(f"{room}:m")
+        assert {k: v for k, v in meta.items() if k != b"b"} == {
+            b"e": published.position.epoch.encode(), b"s": b"2", b"k": b"2"}
+        assert int(meta[b"b"]) == sum(int(entry.field_values[b"n"])
+                                      for entry in await client.xrange(f"{room}:h"))
+        assert [entry.identifier for entry in await client.xrange(f"{room}:h")] == [
+            b"1-0", b"2-0"]
+        assert await client.hgetall(f"{room}:i") == {b"s1:9": b"2"}
+        assert 0 < await client.pttl(f"{room}:h") <= 120_000, "about the history's age"
         assert await client.hgetall(f"{room}:p") == {b"s1": na.node_id.encode()}
         assert 29 * 86400_000 < await client.pttl(f"{room}:m") <= 30 * 86400_000
         assert 0 < await client.pttl(f"{prefix}:alive:{na.node_id}") <= 1000
@@ -494,8 +504,9 @@ async def test_subscriptions_killed_by_redis_are_made_again_at_once(
                   f" b: {dict(sb)}")
 
 
+@pytest.mark.parametrize("history", [True, False], ids=["history", "no-history"])
 async def test_a_deaf_subscription_is_found_by_its_probe_and_repaired(
-    redis_server: RedisServer, capsys: pytest.CaptureFixture[str],
+    redis_server: RedisServer, capsys: pytest.CaptureFixture[str], history: bool,
 ) -> None:
     prefix = new_prefix()
     proxy = DeafeningProxy(redis_server.port)
@@ -503,14 +514,16 @@ async def test_a_deaf_subscription_is_found_by_its_probe_and_repaired(
         await nursery.start(proxy.serve)
         a = RedisAdapter(redis_server.url, prefix=prefix, **FAST)
         b = RedisAdapter(proxy.url, prefix=prefix, **FAST)
-        async with serving(a, b) as [_, (_, nb)]:
+        async with serving(a, b) as [(_, na), (_, nb)]:
+            if not history:
+                na.bounds = nb.bounds = None
             await b.subscribe("r")
             for n in range(3):
                 await a.publish(Envelope("r", "e", n))
             await nb.wait_for(delivered=3)
             proxy.deafen()
             deafened_at = trio.current_time()
-            for n in range(5):
+            for n in range(3, 8):
                 # Redis still counts b: the process is healthy, its subscription deaf.
                 assert (await a.publish(Envelope("r", "e", n))).nodes == 1
             await until(lambda: b.statistics()["resubscriptions"] == 1, timeout=3)
@@ -518,11 +531,25 @@ async def test_a_deaf_subscription_is_found_by_its_probe_and_repaired(
             assert b.state is AdapterState.CONNECTED, "commands went on working meanwhile"
             repaired = trio.current_time() - deafened_at
             assert repaired < 0.3 + 0.3 + 0.3, "probe_interval + probe_timeout, and a margin"
+            if history:
+                # Read back from history once resubscribed, with no later message to
+                # show the jump.
+                await nb.wait_for(delivered=8)
+            else:
+                await until(lambda: nb.lost_reports == [("r", 5)])
             await a.publish(Envelope("r", "e", "heard"))
-            await nb.wait_for(delivered=4)
-            assert nb.delivered[-1][0].data == "heard"
+            await until(lambda: nb.delivered[-1][0].data == "heard")
+            got = [envelope.data for envelope, _ in nb.delivered]
+            seqs = [position.seq for _, position in nb.delivered]
             stats = b.statistics()
-            assert stats["lost_received"] == 5, "the messages it missed while deaf"
+            if history:
+                assert got == [*range(8), "heard"], "in order, once"
+                assert seqs == list(range(1, 10))
+                assert (stats["repaired"], stats["lost_received"]) == (5, 0)
+                assert nb.lost_reports == []
+            else:
+                assert got == [0, 1, 2, "heard"]
+                assert (stats["repaired"], stats["lost_received"]) == (0, 5), "counted"
             with capsys.disabled():
                 print(f"\n[deaf] repaired {repaired:.3f} s after the subscription went deaf;"
                       f" b: {dict(stats)}")

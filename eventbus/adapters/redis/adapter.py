@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import secrets
 from collections.abc import Callable, Iterator, Mapping
 from urllib.parse import urlsplit
 
@@ -14,10 +15,23 @@ import coredis
 import trio
 from coredis.exceptions import ResponseError
 from coredis.retry import NoRetryPolicy
+from coredis.tokens import PureToken
 
 from ...errors import Unavailable
 from ...protocol import Position
-from ..base import Adapter, AdapterState, Envelope, Member, Node, Published, Signal
+from ..base import (
+    Adapter,
+    AdapterState,
+    Envelope,
+    HistoryBounds,
+    HistoryPage,
+    Member,
+    Node,
+    Published,
+    Signal,
+)
+from .handover import HandOver
+from .history import Histories, history_args
 from .keys import Keys
 from .logs import LogBudget, logger
 from .outgoing import Outgoing, OutgoingQueue, Reply
@@ -26,7 +40,7 @@ from .rooms import Rooms
 from .scripts import Scripts
 from .session import REDIS_ERRORS, Lost, Session, first_message
 from .subscriber import Subscriber
-from .wire import Incoming, encode_signal, room_tail
+from .wire import encode_signal, room_tail
 
 __all__ = ["RedisAdapter"]
 
@@ -97,12 +111,17 @@ class RedisAdapter(Adapter):
         self._log_refused = LogBudget()
         self._counters = dict.fromkeys((
             "reconnects", "resubscriptions", "lost_sent", "unconfirmed", "lost_received",
-            "epochs_lost", "undecodable", "deaf_repairs", "probe_lag_us"), 0)
+            "epochs_lost", "repaired", "undecodable", "deaf_repairs", "probe_lag_us"), 0)
+        # The bus's shared secret, as read at the last session start.
+        self._secret: bytes | None = None
         room_ms = max(1, round(room_ttl * 1000))
         self._queue = OutgoingQueue(queue_size, self._scripts, self._counters, room_ms=room_ms,
                                     log_lost=self._log_lost, log_refused=self._log_refused)
-        self._rooms = Rooms(self._keys, self._scripts, self._counters, linger=linger,
-                            room_ms=room_ms)
+        self._rooms = Rooms(self._keys, self._scripts, linger=linger, room_ms=room_ms)
+        self._histories = Histories(self._keys, self._scripts, self._counters, room_ms=room_ms,
+                                    log=LogBudget())
+        self._handover = HandOver(self._rooms, self._counters, self._read_history,
+                                  log_lost=self._log_lost)
         self._subscriber = Subscriber(
             self._rooms, self._counters, inbox_size=inbox_size, command_timeout=command_timeout,
             probe_interval=probe_interval, probe_timeout=probe_timeout, where=self._where,
@@ -133,10 +152,14 @@ class RedisAdapter(Adapter):
         * ``unconfirmed``: messages on the wire when the connection broke (they may
           have been delivered, or not);
         * ``lost_received``: messages of this node's rooms that it did not get
-          (missed while it was not subscribed, or dropped with its inbox full);
+          (missed while it was not subscribed, or dropped with its inbox full) and
+          could not read back from the room's history;
         * ``epochs_lost``: rooms whose epoch changed while this node was away, so
-          that what it missed cannot be counted;
-        * ``undecodable``: messages from other nodes that this version cannot read;
+          that what it missed of the old epoch cannot be counted;
+        * ``repaired``: messages this node missed and read back from history, handed
+          to it in order before the ones that came after them;
+        * ``undecodable``: messages from other nodes (or entries of a history) that
+          this version cannot read;
         * ``deaf_repairs``: repairs because a probe did not come back;
         * ``probe_lag_us``: the round trip of the last probe, in microseconds;
         * ``queued``, ``inbox``, ``rooms``: messages waiting to go, messages waiting
@@ -182,7 +205,7 @@ class RedisAdapter(Adapter):
         receive = self._subscriber.open(node.node_id)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._hand_over, node, receive)
+                nursery.start_soon(self._handover.run, node, receive)
                 await self._keep_connected(node, task_status)
         finally:
             present, self._present = self._present, False
@@ -251,6 +274,7 @@ class RedisAdapter(Adapter):
         client = self._client()
         async with client:
             await self._scripts.load(client)
+            await self._share_secret(client)
             session = Session(client, self._keys.node_channel(node.node_id))
             self._session = session
             try:
@@ -274,12 +298,20 @@ class RedisAdapter(Adapter):
         self._session = None
         self._queue.fail_in_flight(session)
 
-    async def _hand_over(self, node: Node, receive: trio.MemoryReceiveChannel[Incoming]) -> None:
-        async for item in receive:
-            if isinstance(item, Signal):
-                node.receive_signal(item)
-            else:
-                node.deliver(*item)
+    async def _share_secret(self, client: coredis.Redis[bytes]) -> None:
+        key = self._keys.secret()
+        # The first node to reach a Redis without one (new, or restarted empty) leaves
+        # its own: a node that knew the secret before gives it back, so that tokens
+        # signed before the restart stay valid.
+        mine = self._secret if self._secret is not None else secrets.token_bytes(32)
+        await client.set(key, mine, condition=PureToken.NX)
+        shared = await client.get(key)
+        self._secret = bytes(shared) if shared is not None else mine
+
+    def shared_secret(self) -> bytes | None:
+        """The secret every node of the bus shares, kept in Redis (``None`` until
+        the first connection)."""
+        return self._secret
 
     async def _goodbye(self, node: Node) -> None:
         """On a normal stop: take this node's liveness and members out of Redis, on a
@@ -293,17 +325,20 @@ class RedisAdapter(Adapter):
 
     # --- the outgoing queue -----------------------------------------------------------
 
-    def _enqueue(self, channel: str, payload: bytes, meta: str | None,
-                 reply: Reply | None) -> None:
+    def _enqueue(self, item: Outgoing) -> None:
         if self._state is not AdapterState.CONNECTED:
             self._counters["lost_sent"] += 1
             raise Unavailable("the bus cannot reach its other nodes now")
-        self._queue.put(Outgoing(channel, payload, meta, reply))
+        self._queue.put(item)
 
     def _enqueue_envelope(self, envelope: Envelope, reply: Reply | None) -> None:
-        # Encoded once, here, for every node; the script adds the position.
-        self._enqueue(self._keys.room(envelope.room, "c"), room_tail(envelope),
-                      self._keys.room(envelope.room, "m"), reply)
+        # Encoded once, here, for every node; the script adds the position. The
+        # bounds are the room's as this node's policy has them when it is sent.
+        room = envelope.room
+        bounds = self._node.history_bounds(room) if self._node is not None else None
+        self._enqueue(Outgoing(self._keys.room(room, "c"), room_tail(envelope),
+                               self._keys.room_keys(room), reply,
+                               history_args(bounds, envelope)))
 
     # --- the Adapter API: messages ----------------------------------------------------
 
@@ -339,7 +374,8 @@ class RedisAdapter(Adapter):
         if self._is_me(node):
             return 0
         reply = Reply()
-        self._enqueue(self._signal_channel(signal, node), encode_signal(signal), None, reply)
+        self._enqueue(Outgoing(self._signal_channel(signal, node), encode_signal(signal), None,
+                               reply))
         receivers: int = await reply.wait()
         return receivers
 
@@ -352,7 +388,8 @@ class RedisAdapter(Adapter):
         """
         if self._is_me(node):
             return False
-        self._enqueue(self._signal_channel(signal, node), encode_signal(signal), None, None)
+        self._enqueue(Outgoing(self._signal_channel(signal, node), encode_signal(signal), None,
+                               None))
         return None
 
     def _is_me(self, node: str | None) -> bool:
@@ -375,6 +412,32 @@ class RedisAdapter(Adapter):
             [position] = await self._rooms.positions(session.client, [room])
         return position
 
+    # --- history ------------------------------------------------------------------------
+
+    async def history(
+        self, room: str, epoch: str, after: int, limit: int, bounds: HistoryBounds,
+    ) -> HistoryPage:
+        """Read ``room``'s history in Redis, atomically with its position: at most
+        ``limit`` messages after seq ``after`` (none when ``epoch`` is not the room's
+        current one), older ones than ``bounds.age`` left out (and trimmed).
+
+        Raises:
+            eventbus.Unavailable: the adapter is not connected, or Redis failed.
+        """
+        session = self._connected()
+        with self._unavailable_on_redis_errors():
+            return await self._histories.read(session.client, room, epoch, after, limit, bounds)
+
+    async def _read_history(self, room: str, epoch: str, after: int, limit: int,
+                            bounds: HistoryBounds) -> HistoryPage:
+        # For the hand-over, which repairs as soon as a session is there: even before
+        # the adapter calls itself connected (right after resubscribing).
+        session = self._session
+        if session is None or session.closed:
+            raise Unavailable("the bus cannot reach its other nodes now")
+        with self._unavailable_on_redis_errors():
+            return await self._histories.read(session.client, room, epoch, after, limit, bounds)
+
     # --- subscriptions ----------------------------------------------------------------
 
     async def subscribe(self, room: str) -> Position:
@@ -385,7 +448,7 @@ class RedisAdapter(Adapter):
             eventbus.Unavailable: the adapter is not connected (it subscribes to the
                 room once it is).
         """
-        entry = self._rooms.want(room)
+        self._rooms.want(room)
         session = self._connected()
         channel = self._keys.room(room, "c")
         while channel not in session.subscribed:
@@ -395,7 +458,8 @@ class RedisAdapter(Adapter):
             session.notify()
             await changed.wait()
         position = await self.position(room)
-        entry.subscribed_at(position)
+        if self._rooms.subscribed_at(room, position):
+            self._subscriber.wake()
         return position
 
     def subscribe_nowait(self, room: str) -> None:

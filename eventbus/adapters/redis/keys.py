@@ -30,8 +30,14 @@ class Keys:
         self.prefix = prefix
 
     def room(self, room: str, kind: str) -> str:
-        """``kind``: ``m`` the position, ``p`` the members, ``c`` the channel."""
+        """``kind``: ``m`` the position, ``p`` the members, ``c`` the channel, ``h`` the
+        history, ``i`` the publish ids the history holds."""
         return f"{{{self.prefix}:{room}}}:{kind}"
+
+    def room_keys(self, room: str) -> list[str]:
+        """The keys the room scripts take: the position, the history, its publish ids."""
+        prefix = f"{{{self.prefix}:{room}}}:"
+        return [prefix + "m", prefix + "h", prefix + "i"]
 
     def node_channel(self, node: str) -> str:
         """A node's channel: signals to that node, and its probes."""
@@ -40,3 +46,7 @@ class Keys:
     def alive(self, node: str) -> str:
         """A node's liveness key."""
         return f"{self.prefix}:alive:{node}"
+
+    def secret(self) -> str:
+        """The secret the nodes share (they sign resume tokens with it)."""
+        return f"{self.prefix}:secret"

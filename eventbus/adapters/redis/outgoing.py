@@ -52,17 +52,20 @@ class Reply:
 
 
 class Outgoing:
-    """A queued message: a room message for the publish script (``meta`` set, the
-    message's tail in ``payload``) or a plain PUBLISH of ``payload`` to ``channel``."""
+    """A queued message: a room message for the publish script (``keys`` set: the
+    room's keys; the message's tail in ``payload``; ``history``: the script's
+    history arguments) or a plain PUBLISH of ``payload`` to ``channel``."""
 
-    __slots__ = ("channel", "meta", "payload", "reply")
+    __slots__ = ("channel", "history", "keys", "payload", "reply")
 
-    def __init__(self, channel: str, payload: bytes, meta: str | None,
-                 reply: Reply | None) -> None:
+    def __init__(self, channel: str, payload: bytes, keys: list[str] | None,
+                 reply: Reply | None, history: tuple[int, int, int, str] = (0, 0, 0, "")
+                 ) -> None:
         self.channel = channel
         self.payload = payload
-        self.meta = meta
+        self.keys = keys
         self.reply = reply
+        self.history = history
 
 
 class OutgoingQueue:
@@ -146,11 +149,12 @@ class OutgoingQueue:
         sha = self._scripts.publish.sha
         async with client.pipeline(transaction=False, raise_on_error=False) as pipe:
             for item in batch:
-                if item.meta is None:
+                if item.keys is None:
                     pipe.publish(item.channel, item.payload)
                 else:
-                    pipe.evalsha(sha, keys=[item.meta], args=[
-                        epoch, self._room_ms, item.channel, ROOM_HEAD, item.payload])
+                    pipe.evalsha(sha, keys=item.keys, args=[
+                        epoch, self._room_ms, item.channel, ROOM_HEAD, item.payload,
+                        *item.history])
         return list(pipe.results or ())
 
     def _sent(self, session: Session, item: Outgoing, result: Any) -> None:
@@ -160,9 +164,10 @@ class OutgoingQueue:
             if item.reply is not None:
                 item.reply.fail("Redis refused the message")
         elif item.reply is not None:
-            if item.meta is None:
+            if item.keys is None:
                 # A signal does not come back to this node: it does not count.
                 item.reply.set(int(result) - (item.channel in session.subscribed))
             else:
-                epoch, seq, receivers = result
-                item.reply.set(Published(Position(epoch.decode(), int(seq)), int(receivers)))
+                epoch, seq, receivers, kept, repeat = result
+                item.reply.set(Published(Position(epoch.decode(), int(seq)), int(receivers),
+                                         kept=bool(kept), repeat=bool(repeat)))

@@ -1,5 +1,6 @@
-"""This node's rooms in Redis: those it is subscribed to or lingers in, where each
-stands, and what this node missed of them (``lost_received``, ``epochs_lost``)."""
+"""This node's rooms in Redis: those it is subscribed to or lingers in, the last
+position it handed to the node in each, and where it knows each stands (so that
+what it missed is read back from history, :mod:`.handover`)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import coredis
 import trio
 
 from ...protocol import Position
-from ..base import Envelope
 from .keys import Keys
 from .scripts import Scripts
 
@@ -20,36 +20,31 @@ __all__ = ["Room", "Rooms"]
 class Room:
     """A room this node is subscribed to, or lingers in."""
 
-    __slots__ = ("epoch", "linger_until", "refund", "seq")
+    __slots__ = ("epoch", "linger_until", "seq", "target")
 
     def __init__(self) -> None:
         # None while the node has members in it; then, when to unsubscribe.
         self.linger_until: float | None = None
-        # The last position this node had, to count what it missed.
+        # The last position handed to the node (no epoch: nothing yet); only the
+        # hand-over changes it once it is set.
         self.epoch: str | None = None
         self.seq = 0
-        # Messages counted as missed at a resubscription that may still arrive.
-        self.refund = 0
-
-    def subscribed_at(self, position: Position) -> None:
-        """Redis confirmed the subscription, and the room stood at ``position``."""
-        if self.epoch != position.epoch:
-            self.epoch, self.seq, self.refund = position.epoch, position.seq, 0
-        self.seq = max(self.seq, position.seq)
+        # A position the room is known to have reached that the node may not have
+        # been handed (a resubscription read it, or the inbox dropped its message).
+        self.target: Position | None = None
 
 
 class Rooms:
     """The rooms this node wants, by name; a room is forgotten ``linger`` seconds
     after it stopped wanting it (:meth:`channels`)."""
 
-    def __init__(self, keys: Keys, scripts: Scripts, counters: dict[str, int], *,
-                 linger: float, room_ms: int) -> None:
+    def __init__(self, keys: Keys, scripts: Scripts, *, linger: float, room_ms: int) -> None:
         self._keys = keys
         self._scripts = scripts
-        self._counters = counters
         self._linger = linger
         self._room_ms = room_ms
         self._rooms: dict[str, Room] = {}
+        self._behind: set[str] = set()
 
     def want(self, room: str) -> Room:
         entry = self._rooms.get(room)
@@ -88,6 +83,45 @@ class Rooms:
         """The rooms this node had a position of."""
         return [room for room, entry in self._rooms.items() if entry.epoch is not None]
 
+    def get(self, room: str) -> Room | None:
+        return self._rooms.get(room)
+
+    def subscribed_at(self, room: str, position: Position) -> bool:
+        """Redis confirmed the subscription to ``room``, which stood at ``position``;
+        whether the node may be behind it (see :meth:`behind`)."""
+        entry = self._rooms.get(room)
+        if entry is None:
+            return False
+        if entry.epoch is None:
+            # Nothing before it is owed to a node that just subscribed.
+            entry.epoch, entry.seq = position.epoch, position.seq
+            return False
+        return self.behind(room, position)
+
+    def behind(self, room: str, position: Position) -> bool:
+        """``room`` reached ``position``, which the node may not have been handed;
+        whether that is news (the hand-over is to catch up, :meth:`take_behind`)."""
+        entry = self._rooms.get(room)
+        if entry is None or (entry.epoch == position.epoch and position.seq <= entry.seq):
+            return False
+        target = entry.target
+        if target is not None and target.epoch == position.epoch and target.seq >= position.seq:
+            return False
+        entry.target = position
+        self._behind.add(room)
+        return True
+
+    def take_behind(self) -> list[tuple[str, Room, Position]]:
+        """The rooms the node may be behind in, and the positions they reached."""
+        taken = []
+        for room in self._behind:
+            entry = self._rooms.get(room)
+            if entry is not None and entry.target is not None:
+                taken.append((room, entry, entry.target))
+                entry.target = None
+        self._behind.clear()
+        return taken
+
     async def positions(self, client: coredis.Redis[bytes], rooms: list[str]) -> list[Position]:
         """The positions of ``rooms``, read in Redis (their epochs created if new)."""
         if not rooms:
@@ -96,49 +130,13 @@ class Rooms:
         epoch = secrets.token_urlsafe(6)
         if len(rooms) == 1:
             # One call: coredis's Script loads the script again on NOSCRIPT.
-            results = [await script(keys=[self._keys.room(rooms[0], "m")],
+            results = [await script(keys=self._keys.room_keys(rooms[0]),
                                     args=[epoch, self._room_ms], client=client)]
         else:
             async with client.pipeline(transaction=False) as pipe:
                 for room in rooms:
-                    pipe.evalsha(script.sha, keys=[self._keys.room(room, "m")],
+                    pipe.evalsha(script.sha, keys=self._keys.room_keys(room),
                                  args=[epoch, self._room_ms])
             results = list(pipe.results or ())
         return [Position(bytes(e).decode(), int(s)) for e, s in results]
 
-    def count_gap(self, envelope: Envelope, position: Position) -> None:
-        """A message arrived: count those before it that this node missed."""
-        entry = self._rooms.get(envelope.room)
-        if entry is None:
-            return
-        if entry.epoch != position.epoch:
-            if entry.epoch is not None:
-                # A new epoch (Redis lost the room) starts at seq 1: this node missed
-                # the ones before this message, and the end of the old one, unknown.
-                self._counters["epochs_lost"] += 1
-                self._counters["lost_received"] += position.seq - 1
-            entry.epoch, entry.seq, entry.refund = position.epoch, position.seq, 0
-            return
-        if position.seq > entry.seq + 1:
-            self._counters["lost_received"] += position.seq - entry.seq - 1
-        elif position.seq <= entry.seq and entry.refund:
-            # Counted as missed when this node resubscribed, and here it is after all.
-            entry.refund -= 1
-            self._counters["lost_received"] -= 1
-        entry.seq = max(entry.seq, position.seq)
-
-    def count_missed(self, room: str, position: Position) -> None:
-        """After a resubscription: what this node missed in ``room`` meanwhile."""
-        entry = self._rooms.get(room)
-        if entry is None or entry.epoch is None:
-            return
-        if entry.epoch != position.epoch:
-            # The whole new epoch so far (it started at seq 1), and an unknown end of
-            # the old one.
-            self._counters["epochs_lost"] += 1
-            entry.epoch, entry.seq, entry.refund = position.epoch, position.seq, position.seq
-            self._counters["lost_received"] += position.seq
-        elif position.seq > entry.seq:
-            entry.refund = position.seq - entry.seq
-            self._counters["lost_received"] += entry.refund
-            entry.seq = position.seq

@@ -12,10 +12,11 @@ from coredis.exceptions import RedisError
 from coredis.patterns.pubsub import PubSub
 
 from ..base import Signal
+from .handover import CATCH_UP, Inbox
 from .logs import LogBudget
 from .rooms import Rooms
 from .session import REDIS_ERRORS, Lost, Session, first_message
-from .wire import Incoming, Undecodable, decode, encode_probe
+from .wire import Undecodable, decode, encode_probe
 
 __all__ = ["Subscriber"]
 
@@ -25,9 +26,10 @@ class Subscriber:
     :meth:`run` it in each session.
 
     Args:
-        rooms: The rooms to be subscribed to, and where this node stands in them.
-        counters: The adapter's counters (``resubscriptions``, ``lost_received``,
-            ``undecodable``, ``deaf_repairs``, ``probe_lag_us``).
+        rooms: The rooms to be subscribed to, and where this node stands in them
+            (told when it may be behind: a resubscription, a message dropped).
+        counters: The adapter's counters (``resubscriptions``, ``undecodable``,
+            ``deaf_repairs``, ``probe_lag_us``).
         where: Redis, for the log.
         log_lost: The log budget of lost messages (an inbox full).
     """
@@ -46,14 +48,21 @@ class Subscriber:
         self._log_subscription = LogBudget()
         self._log_undecodable = LogBudget()
         self._node_id: str | None = None
-        self._inbox: trio.MemorySendChannel[Incoming] | None = None
+        self._inbox: trio.MemorySendChannel[Inbox] | None = None
 
-    def open(self, node_id: str) -> trio.MemoryReceiveChannel[Incoming]:
+    def open(self, node_id: str) -> trio.MemoryReceiveChannel[Inbox]:
         """Receive for node ``node_id``, whose messages come out of the channel returned."""
         self._node_id = node_id
-        send, receive = trio.open_memory_channel[Incoming](self._inbox_size)
+        send, receive = trio.open_memory_channel[Inbox](self._inbox_size)
         self._inbox = send
         return receive
+
+    def wake(self) -> None:
+        """Tell the hand-over that a room may be behind (when the inbox is full it is
+        busy, and looks once it has emptied it)."""
+        if self._inbox is not None:
+            with contextlib.suppress(trio.WouldBlock):
+                self._inbox.send_nowait(CATCH_UP)
 
     def close(self) -> None:
         self._node_id = None
@@ -111,17 +120,18 @@ class Subscriber:
             broken = reason
 
     async def _resubscribe(self, session: Session, pubsub: PubSub[bytes]) -> None:
-        """Subscribe to this node's channel and its rooms'; count what it missed in
-        its rooms while it was not subscribed."""
+        """Subscribe to this node's channel and its rooms'; have the hand-over catch
+        up on what the node missed of its rooms while it was not subscribed."""
         channels = [session.node_channel, *self._rooms.channels()]
         async with session.lock:
             await pubsub.subscribe(*channels)
             session.subscribed.update(channels)
         session.notify()
         rooms = self._rooms.known()
-        for room, position in zip(rooms, await self._rooms.positions(session.client, rooms),
-                                  strict=True):
-            self._rooms.count_missed(room, position)
+        behind = [self._rooms.behind(room, position) for room, position in zip(
+            rooms, await self._rooms.positions(session.client, rooms), strict=True)]
+        if any(behind):
+            self.wake()
 
     async def _subscriptions_loop(self, session: Session, pubsub: PubSub[bytes]) -> None:
         while True:
@@ -163,19 +173,22 @@ class Subscriber:
             if session.probe is not None and session.probe[0] == message:
                 session.probe[1].set()
             return
-        if isinstance(message, Signal):
-            if self._node_id is not None and message.sender == self._node_id:
-                return  # a signal to a room's nodes, from this one
-        else:
-            self._rooms.count_gap(*message)
+        if (isinstance(message, Signal) and self._node_id is not None
+                and message.sender == self._node_id):
+            return  # a signal to a room's nodes, from this one
         assert self._inbox is not None
         try:
             self._inbox.send_nowait(message)
         except trio.WouldBlock:
-            if not isinstance(message, Signal):
-                self._counters["lost_received"] += 1
-            self._log_lost.warning("this node's inbox from Redis is full (%d messages): a"
-                                   " message was dropped", self._inbox_size)
+            if isinstance(message, Signal):
+                self._log_lost.warning("this node's inbox from Redis is full (%d messages):"
+                                       " a signal was dropped", self._inbox_size)
+            else:
+                # Read back from history once the hand-over has emptied the inbox.
+                self._rooms.behind(message[0].room, message[1])
+                self._log_lost.warning("this node's inbox from Redis is full (%d messages): a"
+                                       " room message is left to be read from history",
+                                       self._inbox_size)
 
     async def _probe_loop(self, session: Session) -> None:
         while True:
