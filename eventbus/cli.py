@@ -26,7 +26,7 @@ import ssl
 import sys
 import sysconfig
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -34,7 +34,7 @@ from urllib.parse import urlsplit, urlunsplit
 import trio
 
 from . import __version__
-from .client import connect
+from .client import Recovery, connect
 from .client.transport import check_url, collapse_groups
 from .errors import CallTimeout, ConnectionClosed, HandshakeRejected, RequestError
 from .logformat import configure_logging
@@ -442,9 +442,18 @@ async def _listen(args: argparse.Namespace) -> None:
     rooms = ", ".join(args.rooms)
     async with connect(args.url, codec=args.codec, headers=args.header) as client:
 
+        @client.on_resume
+        def resumed(recoveries: Mapping[str, Recovery]) -> None:
+            for room, recovery in sorted(recoveries.items()):
+                if recovery.recovered:
+                    what = f"recovered, {recovery.replayed} missed messages replayed"
+                else:
+                    what = f"NOT recovered ({recovery.reason}): messages may be missing"
+                print(f"eventbus listen: room {room}: {what}", file=sys.stderr, flush=True)
+
         @client.on_reconnect
         def reconnected() -> None:
-            print(f"eventbus listen: reconnected, joined {rooms}", file=sys.stderr, flush=True)
+            print(f"eventbus listen: reconnected, in {rooms}", file=sys.stderr, flush=True)
 
         async with client.subscribe(*args.rooms) as events:
             print(f"eventbus listen: joined {rooms}", file=sys.stderr, flush=True)

@@ -85,7 +85,7 @@ def free_port() -> int:
 # --- listen -----------------------------------------------------------------------------
 
 
-async def test_listen_prints_binary_data_rejoins_after_a_restart_and_exits_130_on_ctrl_c(
+async def test_listen_prints_binary_data_resumes_after_a_restart_and_exits_130_on_ctrl_c(
 ) -> None:
     with trio.fail_after(30):
         async with serving(make_bus()) as server, \
@@ -98,9 +98,16 @@ async def test_listen_prints_binary_data_rejoins_after_a_restart_and_exits_130_o
                 "room": "news", "event": "photo", "data": {"$binary": "ffd8"},
             }
             await server.stop()
-            await server.start()  # the same port
+            await server.start()  # the same port, the same bus: its history is still there
+            assert await status.until("room news") == (
+                "eventbus listen: room news: recovered, 0 missed messages replayed")
             assert await status.until("reconnected") == (
-                "eventbus listen: reconnected, joined news")
+                "eventbus listen: reconnected, in news")
+            await server.stop()
+            await server.start(make_bus())  # a new bus: another secret, another history
+            assert await status.until("room news") == (
+                "eventbus listen: room news: NOT recovered (resume_failed): messages may be"
+                " missing")
             process.send_signal(signal.SIGINT)
             assert await process.wait() == 130
 

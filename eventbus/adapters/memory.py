@@ -150,6 +150,7 @@ class MemoryAdapter(Adapter):
     def __init__(self, hub: MemoryHub | None = None) -> None:
         self.hub = hub if hub is not None else MemoryHub()
         self._node: Node | None = None
+        self._last_node: Node | None = None
         self._closed = False
 
     def __repr__(self) -> str:
@@ -165,7 +166,7 @@ class MemoryAdapter(Adapter):
         made, so that a bus not yet running delivers to its members too."""
         if self._node is not None and self._node is not node:
             raise RuntimeError("this adapter already serves another node")
-        self._node = node
+        self._node = self._last_node = node
         self.hub._nodes[node.node_id] = self
 
     async def run(
@@ -187,7 +188,11 @@ class MemoryAdapter(Adapter):
             self._node = None
 
     def _keeps_history(self, room: str) -> bool:
-        return self._node is not None and self._node.history_bounds(room) is not None
+        # The node that served last decides, even once stopped: its connections
+        # leave their rooms after the adapter stopped, and a restarted bus must find
+        # its rooms' histories (and epochs) as they were.
+        node = self._node or self._last_node
+        return node is not None and node.history_bounds(room) is not None
 
     def _attached(self) -> Node:
         if self._node is None:
