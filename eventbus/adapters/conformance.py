@@ -3,7 +3,9 @@
 It drives adapters directly, each serving a recording stand-in for a node, and
 checks what the rest of eventbus relies on: dense positions decided once for all
 nodes, delivery to exactly the subscribed nodes, in order, once; signals to one
-node or to a room's nodes, with exact receiver counts; presence across nodes.
+node or to a room's nodes, with exact receiver counts; presence across nodes;
+history read back after a seq, trimmed to its bounds (count, bytes, age), and tied
+to its epoch; publish ids applied once while their message is in history.
 Like trio's ``check_two_way_stream``, it is public so that a new adapter (NATS,
 say) can prove itself with the same checks.
 """
@@ -196,6 +198,109 @@ async def _check_members_across_nodes(factory: AdapterFactory) -> None:
                 await trio.sleep(0.01)
 
 
+#: The bounds of the history checks' rooms, unless a check says otherwise.
+_KEEP = HistoryBounds(1000, 120.0, 1 << 20)
+
+
+async def _check_history_reads_after_a_seq(factory: AdapterFactory) -> None:
+    async with _serving(factory, 2) as nodes:
+        (a, na), (b, _) = nodes
+        start = await b.subscribe("hist")
+        sent = [Envelope("hist", "e", {"n": n, "bin": b"\x00\x01", "list": [1, None]},
+                         sender="s1") for n in range(4)]
+        sent.append(Envelope("hist", "last", "x", sender="s2", delivery="latest", key="k",
+                             publish_id=11))
+        published = [await a.publish(envelope) for envelope in sent]
+        assert all(result.kept and not result.repeat for result in published), (
+            "a room with history keeps every message")
+        epoch, top = start.epoch, published[-1].position
+        page = await b.history("hist", epoch, start.seq + 1, 2, _KEEP)
+        assert page.position == top, "history reads the room's position with it"
+        assert page.first == start.seq + 1
+        assert list(page.messages) == [(start.seq + 2, sent[1]), (start.seq + 3, sent[2])], (
+            "after the seq asked for, at most the limit, every field as it was sent")
+        rest = await a.history("hist", epoch, start.seq + 3, 100, _KEEP)
+        assert list(rest.messages) == [(start.seq + 4, sent[3]), (top.seq, sent[4])]
+        assert list((await a.history("hist", epoch, top.seq, 10, _KEEP)).messages) == []
+        other = await a.history("hist", "not-" + epoch, 0, 10, _KEEP)
+        assert (other.position, other.first, list(other.messages)) == (
+            top, start.seq + 1, []), "another epoch's seqs say nothing of this one"
+        new = await a.history("never-used", "x", 0, 10, _KEEP)
+        assert (new.position.seq, new.first, list(new.messages)) == (0, 1, [])
+        na.room_bounds["off"] = None
+        assert not (await a.publish(Envelope("off", "e"))).kept, "a room without history"
+
+
+async def _check_history_is_trimmed_to_its_bounds(factory: AdapterFactory) -> None:
+    async with _serving(factory, 1) as nodes:
+        [(a, na)] = nodes
+        sized = na.room_bounds["sized"] = HistoryBounds(3, 120.0, 1 << 20)
+        last = [await a.publish(Envelope("sized", "e", n)) for n in range(5)][-1].position
+        page = await a.history("sized", last.epoch, 0, 10, sized)
+        assert page.first == last.seq - 2, "the last 3 messages"
+        assert [(seq, envelope.data) for seq, envelope in page.messages] == [
+            (last.seq - 2, 2), (last.seq - 1, 3), (last.seq, 4)]
+
+        # Each message counts at least its data's bytes, and not far more (~1 KiB).
+        heavy = na.room_bounds["heavy"] = HistoryBounds(100, 120.0, 3500)
+        last = [await a.publish(Envelope("heavy", "e", f"{n}" + "x" * 999))
+                for n in range(6)][-1].position
+        page = await a.history("heavy", last.epoch, 0, 10, heavy)
+        assert [envelope.data[0] for _, envelope in page.messages] == ["3", "4", "5"]
+        assert page.first == last.seq - 2
+
+        aged = na.room_bounds["aged"] = HistoryBounds(100, 0.3, 1 << 20)
+        for n in range(2):
+            last = (await a.publish(Envelope("aged", "e", n))).position
+        assert len((await a.history("aged", last.epoch, 0, 10, aged)).messages) == 2
+        await trio.sleep(0.45)
+        page = await a.history("aged", last.epoch, 0, 10, aged)
+        assert (page.position, page.first, list(page.messages)) == (last, last.seq + 1, []), (
+            "nothing older than the age")
+        fresh = (await a.publish(Envelope("aged", "e", "fresh"))).position
+        page = await a.history("aged", fresh.epoch, 0, 10, aged)
+        assert page.first == fresh.seq
+        assert [(seq, envelope.data) for seq, envelope in page.messages] == [
+            (fresh.seq, "fresh")]
+
+
+async def _check_a_publish_id_applies_once(factory: AdapterFactory) -> None:
+    async with _serving(factory, 2) as nodes:
+        (a, na), (b, nb) = nodes
+        await b.subscribe("once")
+        first = await a.publish(Envelope("once", "e", 1, sender="s1", publish_id=7))
+        assert (first.kept, first.repeat) == (True, False)
+        # Sent again by the session, resumed on another node.
+        again = await b.publish(Envelope("once", "e", 1, sender="s1", publish_id=7))
+        assert (again.position, again.kept, again.repeat) == (first.position, True, True)
+        other_session = await a.publish(Envelope("once", "e", 2, sender="s2", publish_id=7))
+        other_id = await a.publish(Envelope("once", "e", 3, sender="s1", publish_id=8))
+        assert (other_session.repeat, other_id.repeat) == (False, False)
+        assert [other_session.position.seq, other_id.position.seq] == [
+            first.position.seq + 1, first.position.seq + 2], "a repeat takes no seq"
+        await nb.wait_for(delivered=3)
+        assert [envelope.data for envelope, _ in nb.delivered] == [1, 2, 3], (
+            "a repeat is not sent again")
+
+        # Only while the first one is in history.
+        short = na.room_bounds["short"] = HistoryBounds(2, 120.0, 1 << 20)
+        kept = await a.publish(Envelope("short", "e", 0, sender="s1", publish_id=1))
+        for n in range(2):
+            await a.publish(Envelope("short", "e", n + 1, sender="s1"))
+        later = await a.publish(Envelope("short", "e", 0, sender="s1", publish_id=1))
+        assert (later.repeat, later.position.seq) == (False, kept.position.seq + 3)
+        page = await a.history("short", later.position.epoch, 0, 10, short)
+        assert [seq for seq, _ in page.messages] == [later.position.seq - 1, later.position.seq]
+
+        # No effect in a room without history.
+        na.room_bounds["loose"] = None
+        await b.subscribe("loose")
+        x = await a.publish(Envelope("loose", "e", 1, sender="s1", publish_id=7))
+        y = await a.publish(Envelope("loose", "e", 1, sender="s1", publish_id=7))
+        assert (x.kept, x.repeat, y.kept, y.repeat) == (False, False, False, False)
+        assert y.position.seq == x.position.seq + 1
+
+
 CHECKS = [
     _check_positions_are_dense_and_shared,
     _check_order_of_nowait_publishes,
@@ -203,6 +308,9 @@ CHECKS = [
     _check_unsubscribed_nodes_get_nothing,
     _check_signals_reach_one_node_or_a_rooms_nodes,
     _check_members_across_nodes,
+    _check_history_reads_after_a_seq,
+    _check_history_is_trimmed_to_its_bounds,
+    _check_a_publish_id_applies_once,
 ]
 
 
