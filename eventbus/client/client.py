@@ -77,13 +77,16 @@ class Client(Session):
     Args:
         opener: Opens one WebSocket connection each time it is called.
         target: How to name the server in messages and logs (its URL).
-        reconnect, request_timeout, connect_timeout, wait_reconnect, close_timeout:
-            As for :func:`connect`.
+        reconnect, request_timeout, connect_timeout, wait_reconnect, close_timeout,
+            offline_limit: As for :func:`connect`.
 
     While the client is reconnecting, every operation that needs the connection
     (:meth:`emit`, :meth:`call`, :meth:`join`, :meth:`publish`) waits up to
     ``wait_reconnect`` seconds for it to come back, then raises
-    :class:`~eventbus.ConnectionClosed`. Once the client has stopped for good
+    :class:`~eventbus.ConnectionClosed`; what waits is sent, in the order it was
+    made, once the session is resumed. At most ``offline_limit`` operations wait
+    at once: beyond, an operation raises ``ConnectionClosed`` at once (and with
+    ``wait_reconnect=0`` every one does: fail fast). Once the client has stopped for good
     (reconnection off; a close code after which it does not reconnect, listed
     under *Reconnecting* in the client reference; handshake refused with a 4xx;
     ``max_attempts`` reached; or the block exited) they raise it at once, and
@@ -102,12 +105,12 @@ class Client(Session):
     def __init__(
         self, opener: Opener, *, target: str, reconnect: bool | Backoff = True,
         request_timeout: float = 10.0, connect_timeout: float = 10.0,
-        wait_reconnect: float = 10.0, close_timeout: float = 2.0,
+        wait_reconnect: float = 10.0, close_timeout: float = 2.0, offline_limit: int = 1000,
     ) -> None:
         super().__init__(
             opener, target=target, reconnect=reconnect, request_timeout=request_timeout,
             connect_timeout=connect_timeout, wait_reconnect=wait_reconnect,
-            close_timeout=close_timeout,
+            close_timeout=close_timeout, offline_limit=offline_limit,
         )
 
     def __repr__(self) -> str:
@@ -457,7 +460,7 @@ def connect(
     subprotocols: Sequence[str] | None = None, reconnect: bool | Backoff = True,
     ssl_context: ssl.SSLContext | None = None, request_timeout: float = 10.0,
     connect_timeout: float = 10.0, wait_reconnect: float = 10.0, close_timeout: float = 2.0,
-    max_message_size: int = MAX_MESSAGE_SIZE,
+    max_message_size: int = MAX_MESSAGE_SIZE, offline_limit: int = 1000,
 ) -> AbstractAsyncContextManager[Client]:
     """Connect to an eventbus server: ``async with connect(url) as client: ...``.
 
@@ -474,9 +477,12 @@ def connect(
         request_timeout: Default timeout of :meth:`Client.call`, ``join``,
             ``leave`` and ``publish``.
         connect_timeout: Seconds for TCP, TLS, handshake and WELCOME together.
-        wait_reconnect: Seconds an operation waits for a reconnection.
+        wait_reconnect: Seconds an operation waits for a reconnection (0: none
+            waits, each fails at once while disconnected).
         close_timeout: Seconds to wait for the closing handshake.
         max_message_size: Largest message accepted from the server.
+        offline_limit: Operations that may wait for a reconnection at once; beyond,
+            they raise ``ConnectionClosed`` at once.
 
     Raises:
         HandshakeRejected: the server answered the handshake with an HTTP status.
@@ -494,6 +500,6 @@ def connect(
     client = Client(
         opener, target=url, reconnect=reconnect, request_timeout=request_timeout,
         connect_timeout=connect_timeout, wait_reconnect=wait_reconnect,
-        close_timeout=close_timeout,
+        close_timeout=close_timeout, offline_limit=offline_limit,
     )
     return open_client(client)

@@ -87,7 +87,7 @@ class Session:
     def __init__(
         self, opener: Opener, *, target: str, reconnect: bool | Backoff,
         request_timeout: float, connect_timeout: float, wait_reconnect: float,
-        close_timeout: float,
+        close_timeout: float, offline_limit: int = 1000,
     ) -> None:
         self._opener = opener
         self._target = target
@@ -98,6 +98,9 @@ class Session:
         self.request_timeout = request_timeout
         self.connect_timeout = connect_timeout
         self.wait_reconnect = wait_reconnect
+        #: Operations that may wait for a reconnection at once; more fail at once.
+        self.offline_limit = offline_limit
+        self._offline = 0
         self.close_timeout = close_timeout
         self._handlers: dict[str, Handler] = {}
         self._on_gap: Callable[..., Any] | None = None
@@ -210,13 +213,25 @@ class Session:
         current = self._current
         if current is not None and self._in_reader(current):
             return current  # a handler emitting while the rooms are being rejoined
-        with trio.move_on_after(self.wait_reconnect):
-            while True:
-                if self._link is not None:
-                    return self._link
-                if self._final is not None:
-                    raise closed_copy(self._final)
-                await self._changed.park()
+        if self._link is not None:
+            return self._link
+        if self._final is not None:
+            raise closed_copy(self._final)
+        if self._offline >= self.offline_limit:
+            raise ConnectionClosed(
+                f"not connected to {self._target}, and {self._offline} operations already"
+                f" wait for the reconnection (offline_limit): not queued")
+        self._offline += 1
+        try:
+            with trio.move_on_after(self.wait_reconnect):
+                while True:
+                    if self._link is not None:
+                        return self._link
+                    if self._final is not None:
+                        raise closed_copy(self._final)
+                    await self._changed.park()
+        finally:
+            self._offline -= 1
         raise ConnectionClosed(
             f"not connected to {self._target}: no reconnection within {self.wait_reconnect:g} s"
         )

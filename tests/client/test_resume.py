@@ -197,3 +197,27 @@ async def test_an_unanswered_publish_fails_when_the_session_could_not_be_resumed
         async with serving(bus) as server, eventbus.connect(server.url, reconnect=FAST) as pub:
             with pytest.raises(eventbus.ConnectionClosed, match="may or may not have been"):
                 await pub.publish("ledger", "pay", 1)
+
+
+async def test_operations_beyond_the_offline_limit_fail_at_once() -> None:
+    bus = make_bus()
+    gate = Gate(bus)
+    with trio.fail_after(20):
+        async with serving(bus) as server, \
+                eventbus.connect(server.url, reconnect=FAST, offline_limit=3) as pub:
+            gate.close()
+            cut(bus, pub.sid)
+            await gate.until_waiting()
+            results: list[Any] = []
+            async with trio.open_nursery() as nursery:
+                for n in range(3):
+                    async def held(n: int = n) -> None:
+                        results.append(await pub.publish("r", "e", n))
+                    nursery.start_soon(held)
+                await trio.sleep(0.05)
+                with pytest.raises(eventbus.ConnectionClosed, match="offline_limit"):
+                    await pub.publish("r", "e", 3)
+                with pytest.raises(eventbus.ConnectionClosed, match="offline_limit"):
+                    await pub.emit("e")
+                gate.opened.set()
+            assert len(results) == 3, "the three held ones went out after the resume"
