@@ -19,6 +19,7 @@ from eventbus.protocol.packets import Position
 from eventbus.server.sessions import Tokens
 
 from .conftest import Raw, open_bus, raw_client, serving
+from .test_metrics import scrape
 
 
 def quick_bus(**settings: Any) -> EventBus:
@@ -360,3 +361,25 @@ async def test_connections_get_a_fresh_token_before_theirs_expires(
         recovery = bus._recovery
         assert recovery._tokens.verify(conn.sid, conn.resume_token, time.time(),
                                        recovery._secrets()) == conn.session
+
+
+async def test_metrics_count_resumes_by_verdict_and_replayed_messages() -> None:
+    with trio.fail_after(20):
+        async with bus_on(quick_bus(history_rooms=["volatile.*=off"])) as port, \
+                raw_client(port) as pub:
+            async with raw_client(port) as sub:
+                start = await join(sub, "r")
+                await cut(sub)
+            await publish_many(pub, "r", range(7))
+            async with raw_client(port) as again:
+                _, verdicts, _ = await resume(again, sub, {
+                    "r": start, "volatile.x": Position("e", 0)})
+                assert verdicts["r"]["replayed"] == 7
+            async with raw_client(port) as refused:
+                await refused.send(Resume(sub.sid, "wrong" * 8, {}, 3))
+                assert isinstance(await refused.recv(), ErrorReply)
+            found = await scrape(port)
+            assert found[("eventbus_resumed_rooms_total", (("verdict", "recovered"),))] == 1
+            assert found[("eventbus_resumed_rooms_total", (("verdict", "history_off"),))] == 1
+            assert found[("eventbus_resumed_rooms_total", (("verdict", "resume_failed"),))] == 1
+            assert found[("eventbus_replayed_messages_total", ())] == 7
