@@ -78,7 +78,9 @@ class Metrics:
         self.replayed = 0
         # What connections that ended had dropped and reported, kept when they go.
         self._dropped = Counter[str]()
-        self._gaps = 0
+        #: GAP packets by the delivery policy of the drops they reported
+        #: ("reliable": messages this node lost from its adapter).
+        self.gaps = Counter[str]()
 
     def handler_done(self, event: str, seconds: float) -> None:
         histogram = self.handlers.get(event)
@@ -90,10 +92,11 @@ class Metrics:
         """Keep the counts of a connection that ends (its outbox goes with it)."""
         self.closed[(conn.disconnect.code, conn.disconnect.by_server)
                     if conn.disconnect else (1006, False)] += 1
-        volatile, latest, gaps = _outbox_counts(conn)
+        volatile, latest, gap_volatile, gap_latest = _outbox_counts(conn)
         self._dropped["volatile"] += volatile
         self._dropped["latest"] += latest
-        self._gaps += gaps
+        self.gaps["volatile"] += gap_volatile
+        self.gaps["latest"] += gap_latest
 
 
 def _by_type_and_codec(counts: Mapping[str, Counter[type]]) -> dict[tuple[str, ...], float]:
@@ -101,11 +104,12 @@ def _by_type_and_codec(counts: Mapping[str, Counter[type]]) -> dict[tuple[str, .
             for kind, n in by_kind.items()}
 
 
-def _outbox_counts(conn: Connection) -> tuple[int, int, int]:
+def _outbox_counts(conn: Connection) -> tuple[int, int, int, int]:
     box = conn._outbox
     if box is None:
-        return 0, 0, 0
-    return box.dropped - box.dropped_latest, box.dropped_latest, box.gaps_sent
+        return 0, 0, 0, 0
+    return (box.dropped - box.dropped_latest, box.dropped_latest, box.gaps_volatile,
+            box.gaps_latest)
 
 
 class BusCollector(Collector):
@@ -158,16 +162,19 @@ class BusCollector(Collector):
                       "Room messages handed to members of this node, by delivery policy.",
                       ["delivery"], {(policy,): n for policy, n in m.deliveries.items()})
         dropped = Counter(m._dropped)
-        gaps = m._gaps
+        gaps = Counter(m.gaps)
         for conn in connections:
-            volatile, latest, sent = _outbox_counts(conn)
+            volatile, latest, gap_volatile, gap_latest = _outbox_counts(conn)
             dropped["volatile"] += volatile
             dropped["latest"] += latest
-            gaps += sent
+            gaps["volatile"] += gap_volatile
+            gaps["latest"] += gap_latest
         yield counter("eventbus_dropped", "Messages dropped for slow clients, by delivery policy.",
                       ["delivery"], {(policy,): n for policy, n in dropped.items()})
-        yield counter("eventbus_gaps_sent", "GAP packets sent to report drops.",
-                      values={(): gaps} if live else None)
+        yield counter("eventbus_gaps_sent",
+                      "GAP packets sent to report drops, by the delivery policy of the drops"
+                      " (reliable: room messages this node lost from its adapter).",
+                      ["delivery"], {(policy,): n for policy, n in gaps.items() if n})
         yield counter("eventbus_refusals", "Packets refused unprocessed, by error code.",
                       ["code"], {(code,): n for code, n in m.refusals.items()})
         yield counter("eventbus_server_calls", "Server calls (sock.call, bus.call), by outcome.",

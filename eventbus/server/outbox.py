@@ -58,8 +58,9 @@ class Outbox:
     """
 
     __slots__ = (
-        "_dead", "_encode_gap", "_entries", "_latest", "_live", "bytes", "dropped",
-        "dropped_latest", "gaps", "gaps_sent", "max_bytes", "max_messages",
+        "_dead", "_encode_gap", "_entries", "_gap_latest", "_gap_volatile", "_latest", "_live",
+        "bytes", "dropped", "dropped_latest", "gaps", "gaps_latest", "gaps_sent",
+        "gaps_volatile", "max_bytes", "max_messages",
     )
 
     def __init__(self, max_messages: int, max_bytes: int, encode_gap: GapEncoder) -> None:
@@ -77,8 +78,15 @@ class Outbox:
         #: Drops since the connection opened (``latest`` ones also counted apart).
         self.dropped = 0
         self.dropped_latest = 0
-        #: Gap packets queued for the client since the connection opened.
+        #: Gap packets queued for the client since the connection opened, and how
+        #: many of them reported ``volatile`` and ``latest`` drops (a gap reporting
+        #: both counts in both).
         self.gaps_sent = 0
+        self.gaps_volatile = 0
+        self.gaps_latest = 0
+        # Rooms whose unreported drops hold volatile / superseded latest messages.
+        self._gap_volatile: set[str | None] = set()
+        self._gap_latest: set[str | None] = set()
 
     @property
     def idle(self) -> bool:
@@ -100,11 +108,9 @@ class Outbox:
             old = self._latest.get((room, key))
             if old is not None and old.frame is not None:
                 self._discard(old)
-                self._count_drop(room)
-                self.dropped_latest += 1
+                self._count_drop(room, latest=True)
             elif self._full():
-                self._count_drop(room)
-                self.dropped_latest += 1
+                self._count_drop(room, latest=True)
                 return True
             entry = _Entry(frame, room, key)
             self._latest[(room, key)] = entry
@@ -174,9 +180,14 @@ class Outbox:
             self._entries = deque(e for e in self._entries if e.frame is not None)
             self._dead = 0
 
-    def _count_drop(self, room: str | None) -> None:
+    def _count_drop(self, room: str | None, *, latest: bool = False) -> None:
         self.gaps[room] = self.gaps.get(room, 0) + 1
         self.dropped += 1
+        if latest:
+            self.dropped_latest += 1
+            self._gap_latest.add(room)
+        else:
+            self._gap_volatile.add(room)
 
     def _report_gaps(self) -> None:
         # Gap reports go in before anything queued after the drops, as soon as they
@@ -188,5 +199,9 @@ class Outbox:
                 and self.bytes < self.max_bytes)):
             gaps, self.gaps = self.gaps, {}
             self.gaps_sent += len(gaps)
+            self.gaps_volatile += len(self._gap_volatile)
+            self.gaps_latest += len(self._gap_latest)
+            self._gap_volatile.clear()
+            self._gap_latest.clear()
             for room, count in gaps.items():
                 self._append(_Entry(self._encode_gap(room, count), None, None))

@@ -188,6 +188,8 @@ class Router:
             return
         for conn in found.members:
             conn.send_frame(conn.frame(Gap(room, count)), Delivery.RELIABLE, None, None)
+        if self.metrics is not None:
+            self.metrics.gaps["reliable"] += len(found.members)
 
     def take_over(self, sid: str) -> bool:
         """Another connection resumed the session of connection ``sid``: close it

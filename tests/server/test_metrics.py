@@ -175,3 +175,52 @@ async def test_metrics_may_have_a_port_of_their_own() -> None:
             # The bus's own port no longer answers /metrics.
             status, _, _ = await http_get(port, "/metrics")
             assert status == 426
+
+
+async def test_drops_and_gaps_are_counted_by_delivery_policy_as_the_client_saw_them() -> None:
+    from eventbus.protocol import Gap
+
+    bus = open_bus(send_queue_size=4, send_queue_bytes=1 << 20)
+    blob = "x" * 4096
+    with trio.fail_after(20):
+        async with serving(bus) as port, raw_client(port) as slow:
+            await slow.send(Join("feed", 1))
+            assert isinstance(await slow.recv(), Ack)
+            # The client reads nothing meanwhile: its socket fills, then its queue.
+            for n in range(3000):
+                bus.emit("tick", [n, blob], to="feed", delivery="volatile")
+                bus.emit("pos", [n, blob], to="feed", delivery="latest", key="k")
+            gaps = dropped = 0
+            with trio.move_on_after(1.0):
+                while True:
+                    packet = await slow.recv()
+                    if isinstance(packet, Gap):
+                        gaps += 1
+                        dropped += packet.count
+            found = await scrape(port)
+    volatile = found[("eventbus_dropped_total", (("delivery", "volatile"),))]
+    latest = found[("eventbus_dropped_total", (("delivery", "latest"),))]
+    assert volatile > 0
+    assert latest > 0
+    assert volatile + latest == dropped, "every drop reported to the client"
+    gap_counts = {policy: found.get(("eventbus_gaps_sent_total", (("delivery", policy),)), 0)
+                  for policy in ("volatile", "latest")}
+    # Each GAP reported volatile drops, latest ones, or both (counted under each).
+    assert max(gap_counts.values()) <= gaps <= sum(gap_counts.values())
+    assert gap_counts["volatile"] > 0
+    assert gap_counts["latest"] > 0
+
+
+async def test_messages_a_node_lost_from_its_adapter_reach_members_as_a_gap() -> None:
+    from eventbus.protocol import Gap
+
+    bus = open_bus()
+    with trio.fail_after(10):
+        async with serving(bus) as port, raw_client(port) as member:
+            await member.send(Join("r", 1))
+            assert isinstance(await member.recv(), Ack)
+            bus._router.lost("r", 3)  # what an adapter says when history lacks a range
+            bus._router.lost("nobody-here", 2)
+            assert await member.recv() == Gap("r", 3)
+            found = await scrape(port)
+    assert found[("eventbus_gaps_sent_total", (("delivery", "reliable"),))] == 1

@@ -150,3 +150,15 @@ def test_every_message_is_delivered_or_reported_and_the_queue_stays_bounded(
     reported = sum(int(c) for c in re.findall(rb"gap:[^:]+:(\d+)", out))
     assert delivered + reported == pushed
     assert box.idle
+
+
+def test_gaps_are_counted_by_the_policy_of_the_drops_they_report() -> None:
+    box = Outbox(max_messages=1, max_bytes=1000, encode_gap=gap_frame)
+    box.push(b"A")
+    box.push(b"v", Delivery.VOLATILE, room="r")  # dropped: volatile, room r
+    box.push(b"l", Delivery.LATEST, room="r", key="k")  # dropped: latest, room r
+    box.push(b"l", Delivery.LATEST, room="s", key="k")  # dropped: latest, room s
+    box.push(b"d", Delivery.VOLATILE, room=None)  # dropped: volatile, direct
+    assert drain(box) == b"A|gap:r:2gap:s:1gap:None:1|"
+    assert (box.gaps_sent, box.gaps_volatile, box.gaps_latest) == (3, 2, 2)
+    assert (box.dropped, box.dropped_latest) == (4, 2)
