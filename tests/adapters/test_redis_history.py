@@ -129,6 +129,28 @@ async def test_a_history_with_a_hole_is_started_again(redis_server: RedisServer)
         assert [(seq, envelope.data) for seq, envelope in page.messages] == [(6, 5)]
 
 
+async def test_a_publish_id_past_the_age_applies_again_and_then_once(
+    redis_server: RedisServer,
+) -> None:
+    prefix = new_prefix()
+    adapter = RedisAdapter(redis_server.url, prefix=prefix, **FAST)
+    brief = HistoryBounds(100, 0.5, 1 << 20)
+    async with serving(adapter) as [(_, node)], raw(redis_server) as client:
+        node.room_bounds["r"] = brief
+        first = await adapter.publish(Envelope("r", "e", 1, sender="s", publish_id=1))
+        await trio.sleep(0.3)
+        await adapter.publish(Envelope("r", "e", 2))  # the history lives on
+        await trio.sleep(0.25)
+        # The first is past the age, though no publish has trimmed it yet.
+        again = await adapter.publish(Envelope("r", "e", 1, sender="s", publish_id=1))
+        assert (again.repeat, again.position.seq) == (False, first.position.seq + 2)
+        once = await adapter.publish(Envelope("r", "e", 1, sender="s", publish_id=1))
+        assert (once.repeat, once.position) == (True, again.position), (
+            "trimming the first did not take the key from the second")
+        assert await client.hgetall("{" + prefix + ":r}:i") == {
+            b"s:1": str(again.position.seq).encode()}
+
+
 async def test_a_lost_position_takes_its_history_along(redis_server: RedisServer) -> None:
     prefix = new_prefix()
     adapter = RedisAdapter(redis_server.url, prefix=prefix, **FAST)

@@ -43,12 +43,26 @@ local function continuous(state)
   return tonumber(state[3]) == tonumber(state[1]) and redis.call('EXISTS', KEYS[2]) == 1
 end
 
+-- When the message at `seq` was kept (ms; 0 if it is not kept).
+local function kept_since(seq)
+  local id = seq .. '-0'
+  local found = redis.call('XRANGE', KEYS[2], id, id)
+  if #found == 0 then return 0 end
+  local fields = found[1][2]
+  for j = 1, #fields, 2 do
+    if fields[j] == 't' then return tonumber(fields[j + 1]) end
+  end
+  return 0
+end
+
 -- Drops the oldest messages while the history holds more than `size` of them or
 -- more than `max_bytes`, and those kept before `oldest` (ms), with their publish
 -- keys. Takes and returns the bytes the history holds.
 local function trim(bytes, size, max_bytes, oldest)
   local len = redis.call('XLEN', KEYS[2])
-  local count = math.max(1, math.min(len - size, 256))
+  -- As many as the count bound drops, and one more: where to stop is most often
+  -- seen in the first read.
+  local count = math.max(1, math.min(len - size, 256)) + 1
   while len > 0 do
     local entries = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', count)
     local ids, keys, stop = {}, {}, false
@@ -65,13 +79,16 @@ local function trim(bytes, size, max_bytes, oldest)
         break
       end
       ids[#ids + 1] = entry[1]
-      if key then keys[#keys + 1] = key end
+      -- Unless a later message took the key (this one had passed the age).
+      if key and redis.call('HGET', KEYS[3], key) == string.match(entry[1], '^%d+') then
+        keys[#keys + 1] = key
+      end
       len, bytes = len - 1, bytes - n
     end
     if #ids > 0 then redis.call('XDEL', KEYS[2], unpack(ids)) end
     if #keys > 0 then redis.call('HDEL', KEYS[3], unpack(keys)) end
     if stop or #entries < count then break end
-    count = math.min(count * 2, 256)
+    count = math.min(count * 2, 257)
   end
   if len <= 0 then return 0 end
   return bytes
@@ -102,10 +119,10 @@ if not continuous(state) then
   bytes = 0
 end
 if key ~= '' then
-  bytes = trim(bytes, size, max_bytes, now - age)
   local first = redis.call('HGET', KEYS[3], key)
-  if first then
-    redis.call('HSET', KEYS[1], 'b', bytes)
+  -- Unless it is past the age (so trimmed below); the bounds of count and bytes
+  -- held after the last message, as they do now.
+  if first and kept_since(first) >= now - age then
     return {epoch, tonumber(first), 0, 1, 1}
   end
 end
