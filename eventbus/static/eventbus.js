@@ -7,7 +7,13 @@
  * and that answer carries no Access-Control-Allow-Origin header).
  *
  *   import { connect } from "/eventbus.js";
- *   const bus = connect("ws://localhost:8765/");     // connect(): the server it came from
+ *   const bus = connect("ws://localhost:8765/", {     // connect(): the server it came from
+ *     onreconnect({ rooms }) {                       // after a reconnect: what was lost?
+ *       for (const [room, verdict] of Object.entries(rooms)) {
+ *         if (!verdict.recovered) refetch(room);     // your app's own state, fetched again
+ *       }
+ *     },
+ *   });
  *   bus.on("chat", (data, meta) => console.log(meta.room, data));
  *   await bus.ready;                                 // resolves after WELCOME
  *   await bus.join("lobby");                         // -> [epoch, seq]
@@ -34,13 +40,20 @@
  *   ready                    promise of the client, resolved on the first WELCOME; rejected
  *                            if the client closes for good before that.
  *   sid, options, protocol   from the current connection's WELCOME (options: server limits).
- *   connected, closed        booleans; rooms: Map room -> last position [epoch, seq], from
- *                            JOIN and PUBLISH acks and room events; within an epoch it only
- *                            moves forward, a new epoch replaces it.
+ *   connected, closed        booleans; connected: the current connection got its WELCOME
+ *                            (after a reconnect, requests still wait for the RESUME's answer).
+ *   rooms                    Map room -> the last position [epoch, seq] seen in it
+ *                            (PROTOCOL.md section 8): from the JOIN ACK, then its room events,
+ *                            the ACKs of this client's publishes to it and the verdicts of a
+ *                            RESUME. Within an epoch only a higher seq replaces it; a new epoch
+ *                            replaces it. A room event whose seq is not above the one kept for
+ *                            its epoch is a repeat: it is dropped, never given to a handler.
  *   emit(event, data)        fire and forget; an error comes back through onerror. Throws
  *                            if the data cannot be encoded or the client is closed.
  *   call(event, data, {timeout}) -> promise of the server handler's answer.
- *   join(room) -> position, leave(room) -> null, publish(room, event, data) -> position.
+ *   join(room) -> position, leave(room) -> null.
+ *   publish(room, event, data) -> position; sent with a publish id, so that a reconnect
+ *                            can send it again safely (Publishes, below).
  *   on(event, handler)       one handler per event name, for direct events and room events
  *                            alike: handler(data, meta), meta = { event, room: null } or
  *                            { event, room, epoch, seq }. For a server call (an event with
@@ -50,17 +63,34 @@
  *   off(event), close()      close() stops for good (close code 1000, no reconnect).
  *
  * Requests return promises that reject with an EventBusError whose `code` is the
- * server's error code, or "timeout", or "disconnected": requests on the wire when the
- * connection drops fail at once (nothing is retried). Requests made while the client is
- * not connected wait in a queue and go out right after the next WELCOME (their timeout
- * runs meanwhile).
+ * server's error code, or "timeout", or "disconnected". Requests on the wire when the
+ * connection drops fail at once with "disconnected" (nothing is retried), except
+ * publishes (below). Requests made while the client is not connected wait in a queue,
+ * in order, and go out right after the next WELCOME, or after a reconnect right after
+ * the RESUME's answer (their timeout runs meanwhile).
  *
  * Hooks (assign them or pass them as options):
  *   onwelcome({ sid, options })                 every WELCOME.
  *   ondisconnect({ code, reason, reconnect })   every close; reconnect: whether it will.
- *   onreconnect({ sid, rooms })                 after a reconnect, once the rooms were joined
- *       again; rooms: [{ room, position } or { room, error }] (a room whose JOIN the server
- *       refused is dropped from `rooms`).
+ *   onreconnect({ sid, resumed, rooms })        after a reconnect, once the client's rooms
+ *       are back and what they missed was replayed (through the handlers, as room events).
+ *       resumed: whether the server resumed the session. rooms: { room: verdict } for
+ *       each room the client was in, the verdict being one of:
+ *         { recovered: true, replayed, position }   every message missed in the room was
+ *                                                   replayed (`replayed` of them)
+ *         { recovered: false, reason, position }    back in the room at `position`, but
+ *                                                   what it missed is lost: refetch it
+ *         { recovered: false, reason }              not back in the room, and dropped from
+ *                                                   `rooms` (reason forbidden, too_many_rooms)
+ *         { recovered: false, reason, error }       the JOIN to get back in failed with
+ *                                                   `error` (its code); dropped from `rooms`
+ *                                                   unless it was "disconnected" or "timeout"
+ *       reason is the server's (PROTOCOL.md section 9.2: history_off, epoch_changed,
+ *       window_exceeded, too_far_behind, forbidden, too_many_rooms, unavailable; take
+ *       any other as not recovered too), or "resume_failed": the server refused the
+ *       RESUME as a whole. A room the server did not join again (unavailable) is joined
+ *       with JOIN. A connection that drops first gets no onreconnect: the next one
+ *       resumes from the positions reached, and reports.
  *   onerror(err)   an ERROR without ack id (e.g. `unencodable`, or a failed emit).
  *   ongap({ room, count })   `count` messages for `room` (null: direct events) were dropped.
  *   Without onerror / ongap, those are logged with console.warn.
@@ -71,8 +101,34 @@
  * loop), 4003 (authorization revoked: get new credentials first) and 4004 (the session
  * lives on in another connection). After those, as after close(), the client is closed
  * for good: ondisconnect gets reconnect: false and requests reject with "disconnected".
- * The Python client stops after the same codes. Rooms are joined again with JOIN;
- * RESUME is not sent, since the reference server v0.1 keeps no sessions.
+ * The Python client stops after the same codes.
+ *
+ * Resuming (PROTOCOL.md section 9). The client keeps its connection's sid and the last
+ * resume token it got: the WELCOME's, then that of each `$resume_token` event (handled
+ * here, never given to a handler). After a reconnect its first request is RESUME, with
+ * an ack id and no timeout, naming the previous connection's sid and token and the
+ * position of each room in `rooms`. The server replays, room by room, the messages
+ * after those positions, then answers with each room's verdict: onreconnect reports
+ * them. If the server refuses the RESUME (resume_failed: the token expired, or the
+ * server forgot the session), the client joins its rooms again with JOIN, in a new
+ * session, and reports each as not recovered with reason "resume_failed". Either way
+ * the requests queued meanwhile go out after that (after the JOINs it sends). The token
+ * is secret: it is never logged, and is forgotten when the client closes for good.
+ *
+ * Publishes. Each publish() carries a publish id (1, 2, 3, ... over the client's life,
+ * never reused). One whose connection drops before its answer does not fail: it is held
+ * and, once the RESUME succeeded, sent again with the same publish id (and its answer is
+ * its promise's); the server applies it once, and answers a repeat with the first's
+ * position, as long as the first is still in the room's history (by default the last
+ * 1,000 messages of 2 minutes: PROTOCOL.md sections 6.6, 9.3). Publishes made while the
+ * client is disconnected are held too, and sent after the RESUME. A held publish that
+ * was on the wire fails with "disconnected" (it may have been applied) instead of being
+ * sent again where it could be applied twice: after a refused RESUME (a new session,
+ * which does not know its publish id), or to a room whose verdict says history_off (a
+ * room without history ignores publish ids; to a room it is not in, the client cannot
+ * tell). At most 1,000 publishes are held at once: beyond, one on the wire fails with
+ * "disconnected", and a new one is rejected at once with "disconnected". Their timeouts
+ * run meanwhile, and one that timed out is never sent again.
  *
  * Reconnecting also covers refused handshakes (401, 403): a browser reports them as a
  * plain failed connection (1006), with no status to tell them apart.
@@ -86,7 +142,7 @@
  */
 
 const WELCOME = 0, EMIT = 1, EVENT = 2, ROOM_EVENT = 3, JOIN = 4, LEAVE = 5, PUBLISH = 6;
-const ACK = 7, ERROR = 8, GAP = 9;
+const ACK = 7, ERROR = 8, GAP = 9, RESUME = 10;
 const MAX_ACK_ID = 2 ** 31 - 1;
 const CODE = /^[a-z][a-z0-9_]{0,63}$/;
 const SUBPROTOCOL = { json: "eventbus.v1.json", msgpack: "eventbus.v1.msgpack" };
@@ -94,6 +150,10 @@ const SUBPROTOCOL = { json: "eventbus.v1.json", msgpack: "eventbus.v1.msgpack" }
 // this file); the Python client's NO_RECONNECT_CLOSE_CODES holds the same ones.
 const FINAL_CLOSE_CODES = new Set([1000, 1002, 1007, 1009, 4000, 4003, 4004]);
 const STABLE_MS = 10000;
+// Publishes held for the next connection at most (see Publishes at the top).
+const MAX_HELD_PUBLISHES = 1000;
+// Verdicts after which the connection is not in the room, and a JOIN would be refused.
+const NOT_JOINED = new Set(["forbidden", "too_many_rooms"]);
 
 /** An error with a wire code (or "timeout" / "disconnected"). */
 export class EventBusError extends Error {
@@ -123,6 +183,23 @@ function noBinaryOrNonFinite(key, value) {
     throw new TypeError("binary data cannot be sent over JSON: use the msgpack codec");
   }
   return value;
+}
+
+function isPosition(value) {
+  return Array.isArray(value) && value.length === 2 && typeof value[0] === "string"
+    && Number.isInteger(value[1]);
+}
+
+/** A RESUME verdict as the page sees it: the server's, or "unavailable" if unreadable. */
+function verdictOf(answer, room) {
+  const found = answer !== null && typeof answer === "object" && Object.hasOwn(answer, room)
+    ? answer[room] : null;
+  if (found === null || typeof found !== "object" || typeof found.recovered !== "boolean") {
+    return { recovered: false, reason: "unavailable" };
+  }
+  const verdict = { ...found };
+  if (!isPosition(verdict.position)) delete verdict.position;
+  return verdict;
 }
 
 function report(error) {
@@ -168,11 +245,16 @@ export class Client {
     this.closed = false;
     this.rooms = new Map();
     this._ahead = new Map(); // room -> position of a ROOM_EVENT for a room not in `rooms`
-    this._resumeToken = null; // secret (PROTOCOL.md section 16); kept for a future RESUME
+    // Secrets (PROTOCOL.md section 16). _resumeToken: the current connection's latest;
+    // _session: { sid, token } of the session the next RESUME names.
+    this._resumeToken = null;
+    this._session = null;
     this._handlers = new Map();
-    this._pending = new Map(); // ack id -> { resolve, reject, timer, sent }
+    this._pending = new Map(); // ack id -> { resolve, reject, timer, sent, item, publish }
     this._queue = []; // [{ frame, id, entry }] waiting for a connection
+    this._sending = false; // whether requests go out now (else they wait in _queue)
     this._lastId = 0;
+    this._lastPublishId = 0;
     this._attempt = 0;
     this._upSince = 0;
     this._welcomed = false;
@@ -213,7 +295,8 @@ export class Client {
   }
 
   async publish(room, event, data = null) {
-    const position = await this._request([PUBLISH, room, event, data]);
+    const publish = { id: ++this._lastPublishId, room, sent: false };
+    const position = await this._request([PUBLISH, room, event, data], this.timeout, { publish });
     if (position && this.rooms.has(room)) this._record(room, position);
     return position;
   }
@@ -237,25 +320,32 @@ export class Client {
 
   // --- requests -----------------------------------------------------------------------
 
-  _request(packet, timeout = this.timeout) {
+  /**
+   * Send a request (or queue it); a promise of its answer. `publish`: a publish's
+   * { id, room, sent }, its publish id going after the ack id. `first`: send it now,
+   * ahead of the queue (the RESUME).
+   */
+  _request(packet, timeout = this.timeout, { publish = null, first = false } = {}) {
     if (this.closed) {
       return Promise.reject(new EventBusError("disconnected", "the client is closed"));
     }
     const id = this._nextId();
     let frame;
     try {
-      frame = this._encode([...packet, id]);
+      frame = this._encode(publish ? [...packet, id, publish.id] : [...packet, id]);
     } catch (error) {
       return Promise.reject(error);
     }
     return new Promise((resolve, reject) => {
-      const entry = { resolve, reject, timer: null, sent: false };
+      const entry = { resolve, reject, timer: null, sent: false, item: null, publish };
       if (timeout > 0 && timeout < Infinity) {
         entry.timer = setTimeout(() => this._settle(id, entry,
           new EventBusError("timeout", `no answer within ${timeout} ms`)), timeout);
       }
       this._pending.set(id, entry);
-      this._transmit({ frame, id, entry });
+      entry.item = { frame, id, entry };
+      if (first) this._send(entry.item);
+      else this._transmit(entry.item);
     });
   }
 
@@ -268,14 +358,55 @@ export class Client {
   }
 
   _transmit(item) {
-    if (!this.connected) {
-      if (this.closed) throw new EventBusError("disconnected", "the client is closed");
-      this._queue.push(item);
+    if (this._sending) {
+      this._send(item);
       return;
     }
-    if (item.entry && this._pending.get(item.id) !== item.entry) return; // timed out
+    if (this.closed) throw new EventBusError("disconnected", "the client is closed");
+    if (item.entry?.publish && this._heldPublishes() >= MAX_HELD_PUBLISHES) {
+      this._settle(item.id, item.entry, new EventBusError("disconnected",
+        `not connected, and ${MAX_HELD_PUBLISHES} publishes already wait to be sent`));
+      return;
+    }
+    this._queue.push(item);
+  }
+
+  _send(item) {
+    const { entry } = item;
+    if (entry && this._pending.get(item.id) !== entry) return; // timed out
     this._ws.send(item.frame);
-    if (item.entry) item.entry.sent = true;
+    if (entry) {
+      entry.sent = true;
+      if (entry.publish) entry.publish.sent = true;
+    }
+  }
+
+  /** Send the queue; from now on requests go out at once. */
+  _flush() {
+    this._sending = true;
+    const queue = this._queue;
+    this._queue = [];
+    for (const item of queue) this._send(item);
+  }
+
+  _heldPublishes() {
+    let held = 0;
+    for (const { id, entry } of this._queue) {
+      if (entry?.publish && this._pending.get(id) === entry) held += 1;
+    }
+    return held;
+  }
+
+  /** Fail each held publish that was on the wire before and for which `why(room)`
+   * gives a reason not to send it again. */
+  _failResent(why) {
+    for (const { id, entry } of this._queue) {
+      const reason = entry?.publish?.sent ? why(entry.publish.room) : null;
+      if (reason) {
+        this._settle(id, entry, new EventBusError("disconnected",
+          `${reason}: the publish, whose answer was lost, may have been applied`));
+      }
+    }
   }
 
   /** Settle a pending request with a value, or with an Error to reject it. */
@@ -313,12 +444,25 @@ export class Client {
     if (ws !== this._ws) return;
     this._ws = null;
     this.connected = false;
+    this._sending = false;
+    this._ahead.clear(); // their JOINs fail now
+    const reconnect = Boolean(this._backoff) && !this.closed && !FINAL_CLOSE_CODES.has(code);
+    // Requests on the wire fail, but publishes, held to be sent again (see the top).
+    const resend = [];
+    let held = reconnect ? this._heldPublishes() : 0;
     for (const [id, entry] of this._pending) {
-      if (entry.sent) {
-        this._settle(id, entry, new EventBusError("disconnected", `connection closed (${code})`));
+      if (!entry.sent) continue;
+      entry.sent = false;
+      if (entry.publish && reconnect && held < MAX_HELD_PUBLISHES) {
+        held += 1;
+        resend.push(entry.item);
+      } else {
+        this._settle(id, entry, new EventBusError("disconnected", entry.publish
+          ? `connection closed (${code}) before the answer: the publish may have been applied`
+          : `connection closed (${code})`));
       }
     }
-    const reconnect = Boolean(this._backoff) && !this.closed && !FINAL_CLOSE_CODES.has(code);
+    this._queue = [...resend, ...this._queue];
     this._hook("ondisconnect", { code, reason, reconnect });
     if (!reconnect) {
       this._shutdown(new EventBusError("disconnected", `connection closed (${code})`));
@@ -337,6 +481,9 @@ export class Client {
   _shutdown(error) {
     this.closed = true;
     this.connected = false;
+    this._sending = false;
+    this._resumeToken = null;
+    this._session = null;
     for (const [id, entry] of this._pending) this._settle(id, entry, error);
     this._queue = [];
     this._ready.reject(error);
@@ -356,11 +503,16 @@ export class Client {
       case WELCOME:
         return this._onWelcome(ws, a, b, c);
       case EVENT:
+        if (a === "$resume_token" && packet.length === 3) return this._onResumeToken(b);
         return this._dispatch(ws, a, b, { event: a, room: null }, packet.length > 3 ? c : null);
-      case ROOM_EVENT:
-        if (this.rooms.has(a)) this._record(a, [d, e]);
-        else this._ahead.set(a, [d, e]); // for a JOIN whose ACK has not arrived yet
+      case ROOM_EVENT: {
+        const joined = this.rooms.has(a);
+        const known = joined ? this.rooms.get(a) : this._ahead.get(a);
+        if (known && known[0] === d && known[1] >= e) return; // a repeat (PROTOCOL.md 8)
+        // Not in `rooms`: for a JOIN whose ACK has not arrived yet.
+        (joined ? this.rooms : this._ahead).set(a, [d, e]);
         return this._dispatch(ws, b, c, { event: b, room: a, epoch: d, seq: e }, null);
+      }
       case ACK:
       case ERROR: {
         const entry = this._pending.get(a);
@@ -380,27 +532,97 @@ export class Client {
     this.protocol = ws.protocol || SUBPROTOCOL.json;
     this.connected = true;
     this._upSince = Date.now();
-    const reconnected = this._welcomed;
+    const previous = this._welcomed ? this._session : null;
     this._welcomed = true;
-    // JOINs first, then the queued requests: the server handles packets in order.
-    const rejoined = reconnected ? [...this.rooms.keys()].map((room) => this.join(room).then(
-      (position) => ({ room, position }),
+    if (previous) {
+      this._resume(ws, previous); // the first request on the connection
+      this._hook("onwelcome", { sid, options });
+      return;
+    }
+    this._session = { sid, token: resumeToken };
+    this._flush();
+    this._hook("onwelcome", { sid, options });
+    this._ready.resolve(this);
+  }
+
+  /** A fresh token for the session of the current connection (PROTOCOL.md 9.1). */
+  _onResumeToken(token) {
+    if (typeof token !== "string" || this.closed) return;
+    this._resumeToken = token;
+    this._session = { sid: this.sid, token };
+  }
+
+  // --- resuming -----------------------------------------------------------------------
+
+  /** Send RESUME for `session` with the rooms' positions; the queue waits for its answer. */
+  _resume(ws, session) {
+    const positions = Object.fromEntries(this.rooms);
+    this._request([RESUME, session.sid, session.token, positions], 0, { first: true }).then(
+      (answer) => this._resumed(ws, Object.keys(positions), answer),
+      // "disconnected": the connection is gone, and the next one resumes again.
+      (error) => error.code !== "disconnected" && this._notResumed(ws),
+    );
+  }
+
+  /** The RESUME's ACK: take each room's verdict, then send what waited. */
+  _resumed(ws, rooms, answer) {
+    if (ws !== this._ws) return;
+    this._session = { sid: this.sid, token: this._resumeToken };
+    const verdicts = [];
+    const noHistory = new Set();
+    const rejoin = [];
+    for (const room of rooms) {
+      const verdict = verdictOf(answer, room);
+      if (verdict.reason === "history_off") noHistory.add(room);
+      verdicts.push([room, verdict]);
+      if (!this.rooms.has(room)) continue; // left meanwhile (its LEAVE is queued)
+      if (verdict.position) this._record(room, verdict.position);
+      else if (NOT_JOINED.has(verdict.reason)) this.rooms.delete(room);
+      else rejoin.push(verdicts.length - 1); // the server did not join it again
+    }
+    this._failResent((room) => noHistory.has(room) && `${room} keeps no history`);
+    this._sending = true;
+    for (const index of rejoin) {
+      const [room, verdict] = verdicts[index];
+      verdicts[index] = [room, this._rejoin(room, verdict)];
+    }
+    this._flush();
+    this._reconnected(ws, true, verdicts);
+  }
+
+  /** The RESUME failed: join the rooms again, in a new session; report none recovered. */
+  _notResumed(ws) {
+    if (ws !== this._ws) return;
+    this._session = { sid: this.sid, token: this._resumeToken };
+    this._failResent(() => "the session could not be resumed");
+    this._sending = true;
+    const verdicts = [...this.rooms.keys()].map((room) => [
+      room, this._rejoin(room, { recovered: false, reason: "resume_failed" })]);
+    this._flush();
+    this._reconnected(ws, false, verdicts);
+  }
+
+  /** JOIN a room again; a promise of `verdict` with the position, or the JOIN's error. */
+  _rejoin(room, verdict) {
+    return this.join(room).then(
+      (position) => ({ ...verdict, position }),
       (error) => {
         if (error.code !== "disconnected" && error.code !== "timeout") this.rooms.delete(room);
-        return { room, error };
+        return { ...verdict, error: error.code ?? "internal_error" };
       },
-    )) : [];
-    const queue = this._queue;
-    this._queue = [];
-    for (const item of queue) this._transmit(item);
-    this._hook("onwelcome", { sid, options });
-    if (!reconnected) this._ready.resolve(this);
-    else {
-      Promise.all(rejoined).then((rooms) => {
-        if (ws === this._ws) this._hook("onreconnect", { sid, rooms });
-      });
-    }
+    );
   }
+
+  _reconnected(ws, resumed, verdicts) {
+    const sid = this.sid;
+    Promise.all(verdicts.map(([, verdict]) => verdict)).then((done) => {
+      if (ws !== this._ws) return;
+      const rooms = Object.fromEntries(verdicts.map(([room], i) => [room, done[i]]));
+      this._hook("onreconnect", { sid, resumed, rooms });
+    });
+  }
+
+  // --- events -------------------------------------------------------------------------
 
   /** Run the handler of a direct or room event; answer it if it is a server call. */
   _dispatch(ws, event, data, meta, ackId) {

@@ -192,6 +192,27 @@ try {
   // Room positions only move forward, against a scripted stand-in for the server.
   mark("positions");
   result.positions = await a.evaluate(() => scriptedPositions());
+
+  // Resuming, against scripted servers: verdicts, repeats, tokens, the fallback to JOIN,
+  // publishes held and sent again, and their bound.
+  mark("resume, scripted");
+  result.scriptedResume = await a.evaluate(() => scriptedResume());
+  result.scriptedBound = await a.evaluate(() => scriptedBound());
+
+  // Resuming against the real server, in each codec: the connection is cut (the server
+  // drops it without a close frame) while messages are sent to the room.
+  mark("resume: recovered");
+  result.resumeRecovered = {
+    json: await a.evaluate(() => resumeRecovered("json")),
+    msgpack: await b.evaluate(() => resumeRecovered("msgpack")),
+  };
+  mark("resume: not recovered");
+  result.resumeNotRecovered = {
+    json: await a.evaluate(() => resumeNotRecovered("json")),
+    msgpack: await b.evaluate(() => resumeNotRecovered("msgpack")),
+  };
+  mark("a publish whose answer was lost");
+  result.publishOnce = await a.evaluate(() => publishOnce());
 } catch (error) {
   result.failure = String(error?.stack ?? error);
 } finally {

@@ -72,7 +72,30 @@ async def _npm_ci(npm: str, capsys: pytest.CaptureFixture[str]) -> None:
 
 def _make_bus() -> EventBus:
     # A small outbound queue, so that the flood below drops messages and sends GAP.
-    bus = EventBus(open_rooms=True, send_queue_size=32)
+    # Rooms keep history (1,000 messages by default), small.* only 3, volatile.* none.
+    bus = EventBus(open_rooms=True, send_queue_size=32,
+                   history_rooms=["small.*=3,120", "volatile.*=off"])
+    forbidden: set[str] = set()
+
+    @bus.authorize_join
+    def join_unless_forbidden(sock: Connection, room: str) -> bool:
+        return room not in forbidden
+
+    @bus.on("say")
+    async def say(sock: Connection, data: dict[str, Any]) -> None:
+        for text in data["texts"]:
+            bus.emit("chat", text, to=data["room"])
+
+    @bus.on("cut")
+    async def cut(sock: Connection, data: dict[str, Any]) -> None:
+        # The caller's TCP connection ends without a close frame (a network failure:
+        # 1006 in the browser). Then, before anything can await (so before the client
+        # can come back), rooms are forbidden and messages sent to rooms.
+        sock._abort(1006, "cut by the test", by_server=False)
+        forbidden.update(data.get("forbid", []))
+        for room, texts in data.get("rooms", {}).items():
+            for text in texts:
+                bus.emit("chat", text, to=room)
 
     @bus.on("echo")
     async def echo(sock: Connection, data: Any) -> Any:
@@ -149,8 +172,8 @@ def _dropped_again(result: dict[str, Any]) -> str:
         return ""
     return (
         f"page A's connection closed again after reconnecting: {disconnects[1:]}; right after "
-        "WELCOME the client sends its JOIN and its queued request back to back (see the "
-        "server's log for why it dropped them)\n"
+        "WELCOME the client sends its RESUME, then, once it is answered, its queued request "
+        "(see the server's log for why it dropped them)\n"
     )
 
 
@@ -252,8 +275,12 @@ async def test_browser_client(
     assert again["welcomes"] == [kick["sidBefore"], again["sid"]], detail
     assert len(again["reconnects"]) == 1, detail
     assert again["reconnects"][0]["sid"] == again["sid"], detail
-    [rejoined] = again["reconnects"][0]["rooms"]
-    assert rejoined == {"room": "lobby", "position": [epoch, 5]}, detail
+    # The session was resumed. Seq 5 (binary) reached A as an unencodable ERROR and a
+    # GAP, not a room event, so A asked for what followed seq 4: the server replayed seq
+    # 5 in the same way (counted as replayed; the GAP tells A it is lost).
+    assert again["reconnects"][0]["resumed"] is True, detail
+    assert again["reconnects"][0]["rooms"] == {
+        "lobby": {"recovered": True, "replayed": 1, "position": [epoch, 5]}}, detail
     assert again["queued"] == "queued while down", detail
     assert again["connected"] is True, detail
     assert r["pub5"]["ok"], detail
@@ -304,3 +331,165 @@ async def test_browser_client(
         "newEpoch": ["e2", 1],
         "rejoin": ["e3", 3],
     }, detail
+
+    _check_scripted_resume(r["scriptedResume"], detail)
+    _check_scripted_bound(r["scriptedBound"], detail)
+    for codec in ("json", "msgpack"):
+        _check_recovered(r["resumeRecovered"][codec], codec, detail)
+        _check_not_recovered(r["resumeNotRecovered"][codec], codec, detail)
+    _check_publish_once(r["publishOnce"], detail)
+
+
+def _outs(log: list[list[Any]]) -> list[list[Any]]:
+    """The packets one connection of a RecordingSocket sent."""
+    return [packet for way, packet in log if way == "out"]
+
+
+def _index(log: list[list[Any]], way: str, match: Any) -> int:
+    """Where in one connection's log the first packet going `way` that `match`es is."""
+    return next(i for i, (w, packet) in enumerate(log) if w == way and match(packet))
+
+
+def _check_scripted_resume(s: dict[str, Any], detail: str) -> None:
+    """Verdicts of every kind, repeats dropped, the token chain, the fallback to JOIN
+    and which held publishes are sent again (page.html scriptedResume)."""
+    sent = s["sent"]
+    first, second = s["reconnects"]
+    # Connection 2: RESUME first, with connection 1's sid, token and positions.
+    on2 = [packet for c, packet in sent if c == 2]
+    assert on2[0] == [10, "scripted1", "t" * 43, {
+        "lobby": ["e1", 4], "quiet": ["q1", 0], "gone": ["g1", 0], "far": ["f1", 0]},
+        on2[0][4]], detail
+    # Replayed repeats (seq 4 and 5 again) are dropped; $resume_token reaches no handler.
+    assert s["chat"] == [{"data": "five", "seq": 5}], detail
+    assert s["tokens"] == [], detail
+    assert first == {"sid": "scripted2", "resumed": True, "rooms": {
+        "lobby": {"recovered": True, "replayed": 1, "position": ["e1", 5]},
+        "quiet": {"recovered": False, "reason": "history_off", "position": ["q2", 0]},
+        "gone": {"recovered": False, "reason": "forbidden"},
+        # Not joined by the server: joined again with JOIN, at that JOIN's position.
+        "far": {"recovered": False, "reason": "unavailable", "extra": "ignored",
+                "position": ["far2", 9]},
+    }}, detail
+    # After the RESUME's answer: the JOIN, then the publish in flight (same ack and
+    # publish id), then the one held while down; not the one to the room without history.
+    assert on2[1:4] == [[4, "far", 9], [6, "lobby", "chat", "sent again", 6, 2],
+                        [6, "lobby", "chat", "held 1", 7, 3]], detail
+    assert s["inFlight"]["quiet"]["code"] == "disconnected", detail
+    assert "keeps no history" in s["inFlight"]["quiet"]["message"], detail
+    assert s["inFlight"]["lobby"]["value"] == ["e1", 102], detail
+    assert s["afterResume"]["session"] == {"sid": "scripted2", "token": "T" * 43}, detail
+    assert s["afterResume"]["rooms"] == {
+        "lobby": ["e1", 103], "quiet": ["q2", 0], "far": ["far2", 9]}, detail
+    # Connection 3: RESUME with connection 2's sid and the token it was sent; refused,
+    # so the rooms are joined again, then the publish held while down goes out; the one
+    # in flight on connection 2 fails (a new session cannot know its publish id).
+    on3 = [packet for c, packet in sent if c == 3]
+    assert on3[0][:4] == [10, "scripted2", "T" * 43, s["afterResume"]["rooms"]], detail
+    assert [p[:2] for p in on3[1:]] == [[4, "lobby"], [4, "quiet"], [4, "far"], [6, "lobby"]]
+    assert on3[4][2:4] == ["chat", "held 2"], detail
+    assert s["late"]["code"] == "disconnected", detail
+    assert "could not be resumed" in s["late"]["message"], detail
+    assert [q["value"] for q in s["queued"]] == [["e1", 103], ["e1", 105]], detail
+    assert second == {"sid": "scripted3", "resumed": False, "rooms": {
+        room: {"recovered": False, "reason": "resume_failed", "position": [f"{room}3", 9]}
+        for room in ("lobby", "quiet", "far")}}, detail
+    assert s["rooms"] == {room: [f"{room}3", 9] for room in ("quiet", "far")} | {
+        "lobby": ["e1", 105]}, detail
+    assert s["closedSession"] is None, "the token is forgotten on close()"
+
+
+def _check_scripted_bound(s: dict[str, Any], detail: str) -> None:
+    """1,000 publishes in flight are held and sent again in order with their publish
+    ids; the 1,001st, made while disconnected, is refused at once."""
+    assert s["refused"]["code"] == "disconnected", detail
+    assert "1000 publishes already wait" in s["refused"]["message"], detail
+    assert s["first"] == list(range(1, 1001)), detail
+    assert s["second"] == [*range(1, 1001), 1002], "publish ids are never reused"
+    assert s["positions"] == list(range(1, 1001)), detail
+    assert s["next"] == ["e", 1002], detail
+
+
+def _check_recovered(s: dict[str, Any], codec: str, detail: str) -> None:
+    """The real server drops the connection twice while messages are sent to the room:
+    after each reconnect the page has exactly those, in order, once (page.html
+    resumeRecovered)."""
+    room = f"resume.{codec}"
+    epoch = s["joined"][0]
+    assert s["joined"] == [epoch, 0], detail
+    assert s["own"] == s["before"] == [epoch, 3], detail
+    assert s["disconnects"] == [{"code": 1006, "reason": "", "reconnect": True}] * 2, detail
+    # Seq 3 and 9 are its own publishes (before the cut, and held while down): never
+    # sent to it, not even in the replay.
+    texts = ["live 1", "live 2", *(f"missed {n}" for n in range(1, 6)), "after",
+             "missed 6", "missed 7", "after again"]
+    seqs = [1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13]
+    assert s["chat"] == [{"data": text, "room": room, "seq": seq}
+                         for text, seq in zip(texts, seqs, strict=True)], detail
+    welcomes = s["welcomes"]
+    assert [r["sid"] for r in s["reconnects"]] == welcomes[1:], detail
+    assert [r["rooms"] for r in s["reconnects"]] == [
+        {room: {"recovered": True, "replayed": 5, "position": [epoch, 8]}},
+        {room: {"recovered": True, "replayed": 2, "position": [epoch, 12]}},
+    ], detail
+    assert all(r["resumed"] for r in s["reconnects"]), detail
+    assert s["first"]["held"]["value"] == [epoch, 9], detail
+    assert s["first"]["queued"]["value"] == "queued while down", detail
+    assert s["rooms"] == {room: [epoch, 13]}, detail
+    assert s["tokens"] == [], "$resume_token reaches no handler"
+    assert s["errors"] == [], detail
+    one, two, three = s["connections"]
+    welcome_token = one[0][1][2]
+    # Each RESUME is its connection's first request: the previous connection's sid, the
+    # last token it got (WELCOME's, then $resume_token's), the last position seen.
+    assert _outs(two)[0][:4] == [10, welcomes[0], welcome_token, {room: [epoch, 3]}], detail
+    fresh = [packet[2] for way, packet in two if way == "in" and packet[:2] == [2, "$resume_token"]]
+    assert len(fresh) == 1, detail
+    assert _outs(three)[0][:4] == [10, welcomes[1], fresh[0], {room: [epoch, 10]}], detail
+    # What the page asked for while down goes out after the RESUME's answer.
+    resume_id = _outs(two)[0][4]
+    answered = _index(two, "in", lambda p: p[:2] == [7, resume_id])
+    held = _index(two, "out", lambda p: p[0] == 6)
+    queued = _index(two, "out", lambda p: p[:2] == [1, "echo"])
+    assert answered < held < queued, detail
+    assert _outs(two)[1][3:] == ["held while down", _outs(two)[1][4], 2], "publish id 2"
+
+
+def _check_not_recovered(s: dict[str, Any], codec: str, detail: str) -> None:
+    """A history window exceeded, a room without history, a room now forbidden: the
+    verdicts say so, and nothing of what was missed is delivered (resumeNotRecovered)."""
+    small, volatile, secret = (f"{kind}.{codec}" for kind in ("small", "volatile", "secret"))
+    [reconnect] = s["reconnects"]
+    assert reconnect["resumed"] is True, detail
+    rooms = reconnect["rooms"]
+    epoch = s["joined"][small][0]
+    assert rooms[small] == {"recovered": False, "reason": "window_exceeded",
+                            "position": [epoch, 5]}, detail
+    assert rooms[volatile]["recovered"] is False, detail
+    assert rooms[volatile]["reason"] == "history_off", detail
+    assert rooms[volatile]["position"] == s["rooms"][volatile], detail
+    assert rooms[secret] == {"recovered": False, "reason": "forbidden"}, detail
+    assert set(s["rooms"]) == {small, volatile}, "the forbidden room is dropped"
+    assert s["rooms"][small] == [epoch, 5], detail
+    # Never a part of what was missed; the next live message arrives.
+    assert s["chat"] == [{"data": "after", "room": small, "seq": 6}], detail
+    # The publish in flight to the room without history is not sent again.
+    assert s["inFlight"]["code"] == "disconnected", detail
+    assert "keeps no history" in s["inFlight"]["message"], detail
+    assert not [p for p in _outs(s["connections"][1]) if p[0] == 6], detail
+
+
+def _check_publish_once(s: dict[str, Any], detail: str) -> None:
+    """The answer of a publish is lost with its connection: sent again after the
+    RESUME with the same publish id, applied once (publishOnce)."""
+    one, two = s["connections"]
+    [lost] = [packet for way, packet in one if way == "lost"]
+    epoch = lost[2][0]
+    assert s["first"]["value"] == lost[2] == [epoch, 1], "the first's position"
+    assert s["second"]["value"] == [epoch, 2], detail
+    assert s["orders"] == [{"data": {"n": 1}, "seq": 1}, {"data": {"n": 2}, "seq": 2}], detail
+    before, again = [p for p in _outs(one) + _outs(two) if p[0] == 6 and p[3] == {"n": 1}]
+    assert again[5] == before[5] == 1, "the same publish id"
+    assert _outs(two)[0][0] == 10, "after the RESUME"
+    assert s["reconnects"] == [{"sid": s["reconnects"][0]["sid"], "resumed": True,
+                                "rooms": {}}], detail
