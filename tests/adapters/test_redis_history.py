@@ -25,7 +25,7 @@ from eventbus.adapters.redis import RedisAdapter
 from eventbus.adapters.redis.history import history_args
 from eventbus.adapters.redis.keys import Keys
 from eventbus.adapters.redis.scripts import PUBLISH
-from eventbus.adapters.redis.wire import ROOM_HEAD, decode_tail, room_tail
+from eventbus.adapters.redis.wire import ROOM_HEAD, Undecodable, decode_tail, room_tail
 from eventbus.protocol import Position
 
 from .conftest import RedisServer
@@ -210,6 +210,36 @@ async def test_history_is_unavailable_without_redis(redis_server: RedisServer) -
         with pytest.raises(Unavailable):
             await adapter.history("broken", "e", 0, 10, KEEP)
         assert adapter.state.value == "connected"
+
+
+async def test_a_history_entry_this_version_cannot_read_is_left_out_and_counted(
+    redis_server: RedisServer,
+) -> None:
+    prefix = new_prefix()
+    adapter = RedisAdapter(redis_server.url, prefix=prefix, **FAST)
+    async with serving(adapter), raw(redis_server) as client:
+        first = (await adapter.publish(Envelope("r", "e", 1))).position
+        # What a node of a later version might keep, and then a message of it that
+        # this version reads: values past the ones it knows are ignored.
+        room = "{" + prefix + ":r}"
+        for seq, tail in ((2, msgpack.packb("not a tail")),
+                          (3, room_tail(Envelope("r", "e", 3, publish_id=3)) + b"\xc0")):
+            await client.xadd(f"{room}:h", {"m": tail, "t": b"9" * 13, "n": b"1"},
+                              identifier=f"{seq}-0")
+            await client.hset(f"{room}:m", {"s": seq, "k": seq})
+        page = await adapter.history("r", first.epoch, 0, 10, KEEP)
+        assert [(seq, envelope.data) for seq, envelope in page.messages] == [(1, 1), (3, 3)]
+        assert adapter.statistics()["undecodable"] == 1
+
+
+def test_a_tail_is_read_back_as_it_was_written() -> None:
+    envelope = Envelope("r", "e", {"a": [1, b"\x00"]}, "s", "latest", "k", 2**53 - 1)
+    assert decode_tail(room_tail(envelope)) == envelope
+    for junk in (b"\xc1", msgpack.packb("r") * 5, room_tail(Envelope("r", "e"))[:-3],
+                 b"".join(msgpack.packb(v) for v in ("r", "e", None, None, "reliable", None,
+                                                      "not an id"))):
+        with pytest.raises(Undecodable):
+            decode_tail(junk)
 
 
 async def test_a_takeover_signal_reaches_its_node(redis_server: RedisServer) -> None:
