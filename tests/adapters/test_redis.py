@@ -463,6 +463,7 @@ async def test_a_redis_restart_in_the_middle_of_traffic(
         # reconnect) or only its subscription did (made again) depends on timing.
         assert int(sb["reconnects"]) + int(sb["resubscriptions"]) >= 1
         assert sb["epochs_lost"] == 1
+        assert sb["lost_received"] == 0, "what b missed of the new epoch, read back from history"
         assert a.state is b.state is AdapterState.CONNECTED
         with capsys.disabled():
             print(f"\n[restart] delivery resumed {back:.3f} s after the kill;"
@@ -497,7 +498,8 @@ async def test_subscriptions_killed_by_redis_are_made_again_at_once(
         assert sa["resubscriptions"] == sb["resubscriptions"] == 1
         assert sa["reconnects"] == sb["reconnects"] == 0, "commands went on working"
         assert sa["lost_sent"] == sa["unconfirmed"] == 0, "so a sent everything"
-        assert sb["epochs_lost"] == 0
+        assert sb["epochs_lost"] == sb["lost_received"] == 0, "and b missed nothing"
+        assert len(nb.delivered) == after.seq - before.seq
         with capsys.disabled():
             print(f"\n[client kill] delivery resumed {back:.3f} s after the kill; attempted"
                   f" {tally['attempted']}, delivered {len(nb.delivered)}; a: {dict(sa)};"
