@@ -8,6 +8,7 @@ and nothing raises out of :meth:`Dispatcher.dispatch` but cancellation.
 from __future__ import annotations
 
 import logging
+from bisect import bisect_left
 from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
@@ -25,7 +26,7 @@ from ..errors import (
 from ..protocol import Emit, Join, Leave, Packet, Publish, Resume
 from .connection import Connection
 from .handlers import Handler, maybe_await
-from .metrics import UNKNOWN_EVENT
+from .metrics import DURATION_BUCKETS, UNKNOWN_EVENT
 from .outbox import Delivery
 
 if TYPE_CHECKING:
@@ -144,7 +145,11 @@ class Dispatcher:
             result = await maybe_await(result)
         finally:
             if metrics is not None:
+                elapsed = perf_counter() - started
                 # Labelled by registered events only: the label's values stay bounded.
-                metrics.handler_done(packet.event if handler is not None else UNKNOWN_EVENT,
-                                     perf_counter() - started)
+                # Inline, not a method: on W1's path every call is a measurable share.
+                name = packet.event if handler is not None else UNKNOWN_EVENT
+                histogram = metrics.handlers.get(name) or metrics.new_histogram(name)
+                histogram.buckets[bisect_left(DURATION_BUCKETS, elapsed)] += 1
+                histogram.sum += elapsed
         conn.answer(packet.ack_id, Handler.unstructure(result))
