@@ -273,6 +273,7 @@ async def _check_a_publish_id_applies_once(factory: AdapterFactory) -> None:
         # Sent again by the session, resumed on another node.
         again = await b.publish(Envelope("once", "e", 1, sender="s1", publish_id=7))
         assert (again.position, again.kept, again.repeat) == (first.position, True, True)
+        assert again.nodes == 0, "a repeat is sent to no node"
         other_session = await a.publish(Envelope("once", "e", 2, sender="s2", publish_id=7))
         other_id = await a.publish(Envelope("once", "e", 3, sender="s1", publish_id=8))
         assert (other_session.repeat, other_id.repeat) == (False, False)
@@ -301,8 +302,26 @@ async def _check_a_publish_id_applies_once(factory: AdapterFactory) -> None:
         assert y.position.seq == x.position.seq + 1
 
 
+async def _check_a_history_never_has_a_hole(factory: AdapterFactory) -> None:
+    async with _serving(factory, 2) as nodes:
+        (a, na), (b, nb) = nodes
+        bounds = HistoryBounds(100, 120.0, 1 << 20)
+        na.room_bounds["holey"] = None  # node a keeps no history of it; node b does
+        await b.subscribe("holey")
+        one = await b.publish(Envelope("holey", "e", 1))
+        two = await a.publish(Envelope("holey", "e", 2))  # numbered, not kept
+        three = await b.publish(Envelope("holey", "e", 3))
+        assert (one.kept, two.kept, three.kept) == (True, False, True)
+        page = await b.history("holey", one.position.epoch, one.position.seq, 10, bounds)
+        # Never message 3 as if it followed message 1: history starts after the hole.
+        assert page.first == three.position.seq
+        assert [(seq, envelope.data) for seq, envelope in page.messages] == [
+            (three.position.seq, 3)]
+
+
 CHECKS = [
     _check_positions_are_dense_and_shared,
+    _check_a_history_never_has_a_hole,
     _check_order_of_nowait_publishes,
     _check_subscribe_nowait_takes_effect,
     _check_unsubscribed_nodes_get_nothing,

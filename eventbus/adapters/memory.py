@@ -95,6 +95,11 @@ class _Room:
             self.ids[(envelope.sender, envelope.publish_id)] = entry.seq
         self.trim(bounds, entry.at)
 
+    def forget(self) -> None:
+        self.history.clear()
+        self.ids.clear()
+        self.bytes = 0
+
     def trim(self, bounds: HistoryBounds, now: float) -> None:
         history = self.history
         oldest = now - bounds.age
@@ -243,12 +248,16 @@ class MemoryAdapter(Adapter):
                 found.trim(bounds, now)
                 seq = found.ids.get((envelope.sender, envelope.publish_id))
                 if seq is not None:
-                    return Published(Position(found.epoch, seq), len(found.nodes), kept=True,
-                                     repeat=True)
+                    # Sent to nobody: the first one was.
+                    return Published(Position(found.epoch, seq), 0, kept=True, repeat=True)
             found.seq += 1
             found.keep(_Entry(found.seq, envelope, now), bounds)
         else:
             found.seq += 1
+            if found.history:
+                # Numbered without being kept (a node whose policy differs): a history
+                # with a hole would replay the wrong messages, so it starts again.
+                found.forget()
         position = Position(found.epoch, found.seq)
         for adapter in found.nodes:
             if adapter._node is not None:

@@ -77,8 +77,9 @@ class Client(Session):
     Args:
         opener: Opens one WebSocket connection each time it is called.
         target: How to name the server in messages and logs (its URL).
-        reconnect, request_timeout, connect_timeout, wait_reconnect, close_timeout,
-            offline_limit: As for :func:`connect`.
+        reconnect: As for :func:`connect`, and so are the other keyword arguments
+            (``request_timeout``, ``connect_timeout``, ``wait_reconnect``,
+            ``close_timeout``, ``offline_limit``).
 
     While the client is reconnecting, every operation that needs the connection
     (:meth:`emit`, :meth:`call`, :meth:`join`, :meth:`publish`) waits up to
