@@ -43,11 +43,14 @@
  *   connected, closed        booleans; connected: the current connection got its WELCOME
  *                            (after a reconnect, requests still wait for the RESUME's answer).
  *   rooms                    Map room -> the last position [epoch, seq] seen in it
- *                            (PROTOCOL.md section 8): from the JOIN ACK, then its room events,
- *                            the ACKs of this client's publishes to it and the verdicts of a
- *                            RESUME. Within an epoch only a higher seq replaces it; a new epoch
- *                            replaces it. A room event whose seq is not above the one kept for
- *                            its epoch is a repeat: it is dropped, never given to a handler.
+ *                            (PROTOCOL.md section 8): from the JOIN ACK, then its room events
+ *                            and the verdicts of a RESUME; not from the ACKs of this client's
+ *                            own publishes (with several servers such an ACK may come before
+ *                            an earlier message of the room, which would then look like a
+ *                            repeat). Within an epoch only a higher seq replaces it; a new
+ *                            epoch replaces it. A room event whose seq is not above the one
+ *                            kept for its epoch is a repeat: it is dropped, never given to a
+ *                            handler.
  *   emit(event, data)        fire and forget; an error comes back through onerror. Throws
  *                            if the data cannot be encoded or the client is closed.
  *   call(event, data, {timeout}) -> promise of the server handler's answer.
@@ -296,9 +299,7 @@ export class Client {
 
   async publish(room, event, data = null) {
     const publish = { id: ++this._lastPublishId, room, sent: false };
-    const position = await this._request([PUBLISH, room, event, data], this.timeout, { publish });
-    if (position && this.rooms.has(room)) this._record(room, position);
-    return position;
+    return this._request([PUBLISH, room, event, data], this.timeout, { publish });
   }
 
   on(event, handler) {
@@ -420,8 +421,8 @@ export class Client {
 
   /**
    * Record the last position seen in a room. Within an epoch it only moves forward: the
-   * server may write a ROOM_EVENT ahead of the ACK of an earlier JOIN or PUBLISH. A new
-   * epoch replaces it (positions of different epochs cannot be compared).
+   * server may write a ROOM_EVENT ahead of the ACK of an earlier JOIN. A new epoch
+   * replaces it (positions of different epochs cannot be compared).
    */
   _record(room, position) {
     const known = this.rooms.get(room);
