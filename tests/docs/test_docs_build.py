@@ -61,13 +61,16 @@ def test_the_configuration_table_lists_every_setting_with_its_default(site: Path
     text = page_text(site, "reference/config.html")
     table = text[text.index("Setting Type Default Meaning"):]
     fields = attrs.fields(ServerConfig)
+    starts = []
     for field in fields:
-        assert f" {field.name} " in table, field.name
-        row = table[table.index(f" {field.name} "):]
+        # A row starts with the name and the type (a name may also appear in the
+        # description of another setting).
+        start = f" {field.name} {field.type} "
+        assert start in table, start
+        starts.append(table.index(start))
+        row = table[starts[-1]:]
         assert f" {field.default!r} " in row[:200], (field.name, row[:200])
-    every = "|".join(sorted((re.escape(f.name) for f in fields), key=len, reverse=True))
-    order = re.findall(rf"\b({every})\b", table)
-    assert list(dict.fromkeys(order))[:len(fields)] == [f.name for f in fields]
+    assert starts == sorted(starts)
 
 
 def _table(section_title: str) -> list[str]:
@@ -90,6 +93,17 @@ def test_the_codes_page_shows_every_code_from_protocol_md(site: Path) -> None:
     # The row text is PROTOCOL.md's own, not a copy that could drift.
     assert "Slow consumer: a reliable message did not fit in the connection's outbound queue." \
         in text.replace("\u2019", "'")
+
+
+def test_the_codes_page_shows_every_resume_reason(site: Path) -> None:
+    from eventbus.codes import NotRecovered
+
+    start = PROTOCOL.index("### 9.2 Rooms")
+    section = PROTOCOL[start:PROTOCOL.index("\n### ", start + 1)]
+    text = page_text(site, "reference/codes.html")
+    for reason in NotRecovered:
+        assert f"`{reason.value}`" in section, reason
+        assert f" {reason.value} " in text, reason
 
 
 def test_the_cli_page_is_the_real_help(site: Path) -> None:
