@@ -304,7 +304,7 @@ async def _check_a_publish_id_applies_once(factory: AdapterFactory) -> None:
 
 async def _check_a_history_never_has_a_hole(factory: AdapterFactory) -> None:
     async with _serving(factory, 2) as nodes:
-        (a, na), (b, nb) = nodes
+        (a, na), (b, _) = nodes
         bounds = HistoryBounds(100, 120.0, 1 << 20)
         na.room_bounds["holey"] = None  # node a keeps no history of it; node b does
         await b.subscribe("holey")

@@ -301,11 +301,14 @@ class Client(Session):
         """Send an event to every member of ``room`` except this client.
 
         A publish whose connection is lost before its answer is sent again after
-        the reconnection, with the same publish id, so that the server applies it
-        once (PROTOCOL.md section 6.6); if the server could not resume the session
-        it cannot tell, and the publish raises ``ConnectionClosed`` instead of
-        risking a second copy. While disconnected, waits for the connection as
-        :meth:`call` does.
+        the reconnection (again after each one, until answered), with the same
+        publish id, so that the server applies it once (PROTOCOL.md section 6.6). It
+        raises ``ConnectionClosed`` instead of risking a second copy when the server
+        could not resume the session, or when the RESUME said the room keeps no
+        history (publish ids apply only with history). A room the client is not in
+        gets no verdict, so a publish to one is sent again regardless: if such a room
+        keeps no history, it may then apply twice. While disconnected, waits for the
+        connection as :meth:`call` does.
 
         Returns:
             The position the message got, or ``None`` if the room had no members
@@ -335,6 +338,13 @@ class Client(Session):
                         f"the connection to {self._target} was lost before the answer to "
                         f"{what}, and the server started a new session: it may or may not "
                         "have been applied") from None
+                recovery = self.recoveries.get(room)
+                if recovery is not None and recovery.reason == "history_off":
+                    # No history, no publish ids: sending it again could apply it twice.
+                    raise ConnectionClosed(
+                        f"the connection to {self._target} was lost before the answer to "
+                        f"{what}, and the room keeps no history: it may or may not have "
+                        "been applied") from None
 
     @asynccontextmanager
     async def subscribe(self, *rooms: str, buffer: int = 1000) -> AsyncIterator[Subscription]:

@@ -21,6 +21,7 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any
 
+import attrs
 import trio
 import trio_websocket
 
@@ -343,8 +344,9 @@ class Session:
             async with trio.open_nursery() as nursery:
                 await nursery.start(self._read, link)
                 nursery.start_soon(self._watch, link)
+                verdicts: dict[str, Recovery] = {}
                 if self._started:
-                    await self._resume(link)
+                    verdicts = await self._resume(link)
                 else:
                     self.generation += 1
                 link.generation = self.generation
@@ -358,13 +360,16 @@ class Session:
                 else:
                     self._reconnects += 1
                     logger.info("reconnected to %s", self._target)
+                    # Once the link is ready: a hook may make requests (refetch state).
+                    if verdicts:
+                        await call_hook(self._on_resume, MappingProxyType(verdicts))
                     await call_hook(self._on_reconnect)
 
-    async def _resume(self, link: Link) -> None:
+    async def _resume(self, link: Link) -> dict[str, Recovery]:
         """Continue the session on a new connection: RESUME with the last position
         of each room, which the server replays from (PROTOCOL.md section 9); the
         rooms it cannot resume, and every room when it refuses the RESUME, are
-        joined again. Tells the ``on_resume`` hook each room's verdict."""
+        joined again. Returns each room's verdict (for the ``on_resume`` hook)."""
         previous = self._previous
         rooms = sorted(self.rooms)
         positions = {room: self._positions[room] for room in rooms if room in self._positions}
@@ -377,7 +382,7 @@ class Session:
                 link, partial(Resume, previous[0], previous[1], positions), self.resume_timeout,
                 "resume the session")
         except ConnectionClosed:
-            return
+            return {}
         except ResumeFailed as exc:
             logger.warning("%s did not resume the session (%s): joining the rooms again",
                            self._target, exc.message)
@@ -387,7 +392,7 @@ class Session:
         except EventBusError as exc:
             # Without its answer the seam is unknown: start again on a new connection.
             self._lose(link, ConnectionClosed(f"could not resume the session: {exc}"))
-            return
+            return {}
         else:
             for room, verdict in (answer.items() if isinstance(answer, dict) else ()):
                 if room not in positions or not isinstance(verdict, dict):
@@ -409,27 +414,35 @@ class Session:
                     with suppress(EventBusError):
                         await self._request_on(link, partial(Leave, room), None,
                                                f"leave {room!r}")
-        await self._rejoin(link, sorted(again))
+        joined = await self._rejoin(link, sorted(again))
+        for room, position in joined.items():
+            if room in verdicts:
+                # Back in the room, not recovered: where it stands now.
+                verdicts[room] = attrs.evolve(verdicts[room], position=position)
         self.recoveries = verdicts
-        if verdicts:
-            await call_hook(self._on_resume, MappingProxyType(verdicts))
+        return verdicts
 
     def _drop_room(self, room: str) -> None:
         self._explicit.discard(room)
         self._held.pop(room, None)
         self._positions.pop(room, None)
 
-    async def _rejoin(self, link: Link, rooms: list[str]) -> None:
-        """Join rooms again on a new connection (those a RESUME did not give back)."""
+    async def _rejoin(self, link: Link, rooms: list[str]) -> dict[str, Position]:
+        """Join rooms again on a new connection (those a RESUME did not give back);
+        returns where each joined room stands."""
+        joined: dict[str, Position] = {}
         for room in rooms:
             try:
-                await self._request_on(link, partial(Join, room), None, f"join {room!r}",
-                                       position_of=room)
+                answer = await self._request_on(link, partial(Join, room), None,
+                                                f"join {room!r}", position_of=room)
                 if room not in self.rooms:  # left while the join was on its way
                     await self._request_on(link, partial(Leave, room), None, f"leave {room!r}")
                     continue
+                position = position_from(answer)
+                if position is not None:
+                    joined[room] = position
             except ConnectionClosed:
-                return
+                return joined
             except RequestError as exc:
                 logger.warning("could not join %r again after reconnecting: %s", room, exc)
                 self._drop_room(room)
@@ -437,6 +450,7 @@ class Session:
                 continue
             except EventBusError as exc:  # CallTimeout: keep the room for next time
                 logger.warning("could not join %r again after reconnecting: %s", room, exc)
+        return joined
 
     # --- the reader ---------------------------------------------------------------------
 
@@ -504,6 +518,8 @@ class Session:
         if (packet.event == "$resume_token" and packet.ack_id is None
                 and isinstance(packet.data, str)):
             link.token = packet.data  # the client's own business, not the app's
+            if self._link is link:
+                self._previous = (link.welcome.sid, link.token)
             return
         incoming = Incoming(None, packet.event, packet.data)
         handler = self._handlers.get(packet.event)

@@ -4,13 +4,16 @@ room's verdict; publishes made offline, or whose answer was lost, apply once."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 import trio
 
 import eventbus
+import eventbus.testing
 from eventbus import Backoff, Connection, Recovery
+from eventbus.server import recovery as recovery_module
 
 from .conftest import make_bus, serving
 
@@ -179,7 +182,8 @@ async def test_a_server_that_cannot_resume_the_session_gets_the_rooms_joined_aga
             # A new server on the same port: another secret, another history.
             await server.start(make_bus())
             await resumed.wait()
-            assert seen == [{"chat": Recovery("chat", False, reason="resume_failed")}]
+            assert seen == [{"chat": Recovery("chat", False, reason="resume_failed",
+                                              position=sub.positions["chat"])}]
             assert sub.generation == generation + 1
             assert [conn.rooms for conn in server.bus.connections.values()] == [{"chat"}]
 
@@ -221,3 +225,72 @@ async def test_operations_beyond_the_offline_limit_fail_at_once() -> None:
                     await pub.emit("e")
                 gate.opened.set()
             assert len(results) == 3, "the three held ones went out after the resume"
+
+
+async def test_the_next_resume_uses_the_token_the_server_refreshed(
+        autojump_clock: trio.abc.Clock, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Tokens valid 100 s, refreshed after 50 s (at the heartbeat's tick, 75 s): a
+    # connection that lived 145 s resumes with the refreshed one (its WELCOME's has
+    # expired by then). The server's wall clock follows the virtual one.
+    monkeypatch.setattr(recovery_module, "time", SimpleNamespace(
+        time=lambda: 1_000_000.0 + trio.current_time()))
+    bus = make_bus(resume_ttl=100.0, ping_interval=300.0, ping_timeout=300.0)
+    async with bus.running(), eventbus.testing.connect(bus, reconnect=FAST) as client:
+        seen: list[dict[str, Recovery]] = []
+        client.on_resume(lambda recoveries: seen.append(dict(recoveries)))
+        await client.join("r")
+        first = client._previous
+        with trio.fail_after(200):
+            while client._previous == first:  # noqa: ASYNC110 - the refresh arrives
+                await trio.sleep(1)
+        conn = bus.connections[client.sid or ""]
+        assert client._previous == (conn.sid, conn.resume_token)
+        await trio.sleep(70)
+        conn._abort(1006, "cut", by_server=False)
+        with trio.fail_after(10):
+            while not seen:  # noqa: ASYNC110
+                await trio.sleep(0.01)
+        assert seen[0]["r"].recovered
+
+
+async def test_a_hook_may_make_requests_and_rejoined_rooms_say_where_they_stand() -> None:
+    with trio.fail_after(20):
+        async with serving(make_bus()) as server, \
+                eventbus.connect(server.url, reconnect=Backoff(initial=0.05, cap=0.1)) as sub:
+            answers: list[Any] = []
+            done = trio.Event()
+
+            @sub.on_resume
+            async def refetch(recoveries: dict[str, Recovery]) -> None:
+                answers.append(await sub.call("echo", "state please"))
+                answers.append(dict(recoveries))
+                done.set()
+
+            await sub.join("chat")
+            await server.stop()
+            await server.start(make_bus())
+            await done.wait()
+            state, recoveries = answers
+            assert state == "state please"
+            recovery = recoveries["chat"]
+            assert (recovery.recovered, recovery.reason) == (False, "resume_failed")
+            assert recovery.position == sub.positions["chat"], "where the new JOIN put it"
+
+
+async def test_an_unanswered_publish_to_a_room_without_history_is_not_sent_again() -> None:
+    bus = make_bus(history_rooms=["volatile.*=off"])
+    cuts: list[str] = []
+
+    @bus.authorize_publish
+    def cut_before_the_answer(sock: Connection, room: str, event: str) -> bool:
+        if not cuts:
+            cuts.append(sock.sid)
+            sock._abort(1006, "cut", by_server=False)
+        return True
+
+    with trio.fail_after(20):
+        async with serving(bus) as server, eventbus.connect(server.url, reconnect=FAST) as pub:
+            await pub.join("volatile.state")
+            with pytest.raises(eventbus.ConnectionClosed, match="keeps no history"):
+                await pub.publish("volatile.state", "pos", 1)
+            assert pub.recoveries["volatile.state"].reason == "history_off"
