@@ -347,8 +347,9 @@ def _add_client_commands(commands: Any) -> None:
     listen = commands.add_parser(
         "listen", parents=[common], help="join rooms and print their events as JSON lines",
         description="Join the rooms and print each event as one JSON line\n"
-        '{"room": ..., "event": ..., "data": ...}, flushed at once. Reconnects and\n'
-        "rejoins when the connection is lost; runs until interrupted.", **layout,
+        '{"room": ..., "event": ..., "data": ...}, flushed at once. Reconnects when the\n'
+        "connection is lost and resumes (the server replays what it missed; a room\n"
+        "it cannot recover is said on stderr); runs until interrupted.", **layout,
     )
     listen.add_argument("rooms", metavar="ROOM", nargs="+", help="room to join")
     listen.set_defaults(run=_client_command(_listen))

@@ -89,6 +89,7 @@ def connect(
     subprotocols: Sequence[str] | None = None, path: str = "/",
     reconnect: bool | Backoff = False, request_timeout: float = 10.0,
     connect_timeout: float = 10.0, wait_reconnect: float = 10.0, close_timeout: float = 2.0,
+    offline_limit: int = 1000,
 ) -> AbstractAsyncContextManager[Client]:
     """Connect a client to ``bus`` in-process: ``async with connect(bus) as client:``.
 
@@ -104,6 +105,6 @@ def connect(
     client = Client(
         opener, target=f"ws://{TEST_HOST}{path}", reconnect=reconnect,
         request_timeout=request_timeout, connect_timeout=connect_timeout,
-        wait_reconnect=wait_reconnect, close_timeout=close_timeout,
+        wait_reconnect=wait_reconnect, close_timeout=close_timeout, offline_limit=offline_limit,
     )
     return open_client(client)

@@ -28,7 +28,7 @@ import trio_websocket
 
 from eventbus import connect
 from eventbus.logformat import JsonFormatter
-from eventbus.protocol import Ack, Emit, ErrorReply, Join, Publish, Resume
+from eventbus.protocol import Ack, Emit, ErrorReply, Event, Join, Position, Publish, Resume
 from tests.server.conftest import Raw, raw_client
 
 LISTENING = re.compile(rb"listening on ws://127\.0\.0\.1:(\d+)/")
@@ -163,8 +163,12 @@ async def _use_the_token(port: int) -> tuple[list[str], list[str]]:
         assert second.welcome is not None
         tokens.append(second.welcome.resume_token)
         sids.append(second.sid)
-        await second.send(Resume(sid, token, {}, 1))  # another connection's session
-        assert isinstance(await second.recv(), ErrorReply)
+        await second.send(Resume(sid, token, {"r": Position("e", 0)}, 1))  # first's session
+        fresh = await second.recv()  # a token for the resumed session, then the answer
+        assert isinstance(fresh, Event)
+        assert fresh.event == "$resume_token"
+        tokens.append(fresh.data)
+        assert isinstance(await second.recv(), Ack)
         # Protocol errors in a row until the server closes it with 4000 (logged).
         with pytest.raises(trio_websocket.ConnectionClosed) as closed:
             await _err_until_closed(second, [10, sid, token])

@@ -11,7 +11,7 @@ from eventbus import Backoff, CloseCode, Connection, EventBus, Recovery
 
 # [bus]
 # The chat keeps the default history; the ticker keeps only its last 3 messages.
-bus = EventBus(open_rooms=True, history_rooms=["ticker=3,60"])
+bus = EventBus(open_rooms=True, history_rooms=["ticker=3/60"])
 STATE: dict[str, Any] = {"chat": [], "ticker": {"ACME": 100}}  # the app's own state
 
 

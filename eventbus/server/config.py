@@ -110,11 +110,12 @@ class ServerConfig:
     history_size: int = attrs.field(default=1000, validator=_non_negative)
     #: Seconds a message stays in its room's history at most.
     history_age: float = attrs.field(default=120.0, validator=_positive)
-    #: Bytes a room's history holds at most (each message counted as the size of its
-    #: data in msgpack, plus its event name and 16).
+    #: Bytes a room's history holds at most (each message counted as the adapter
+    #: measures it: in memory, its data in msgpack plus its event name and 16; in
+    #: Redis, the whole message as stored).
     history_bytes: int = attrs.field(default=1_048_576, validator=_positive)
     #: History rules by room name, first match wins: ``PATTERN=off``, or
-    #: ``PATTERN=SIZE,AGE[,BYTES]`` (``game.*=off``, ``audit.*=10000,3600``); a room
+    #: ``PATTERN=SIZE/AGE[/BYTES]`` (``game.*=off``, ``audit.*=10000/3600``); a room
     #: no rule matches keeps the history above.
     history_rooms: Sequence[str] = attrs.field(default=(), converter=tuple,
                                                validator=_history_rules)

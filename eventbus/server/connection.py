@@ -130,7 +130,10 @@ class Connection:
     """A client connected to the bus; handlers receive it as ``sock``.
 
     Attributes:
-        sid: The public session id (also sent to the client in its welcome).
+        sid: The connection's public id (sent to the client in its welcome): an
+            address for the app, on any node.
+        session: The session the connection belongs to: its own sid, or the
+            session of the connection it resumed (PROTOCOL.md section 9.1).
         state: What the ``authenticate`` hook returned (an empty dict without a hook).
         request: The handshake request the connection was opened with.
     """
@@ -192,8 +195,7 @@ class Connection:
         self.request = request
         self.state = state
         self.sid = bus._router.new_sid()
-        #: The session: this connection's own, or the one it resumed (PROTOCOL.md
-        #: section 9.1); broadcast-except-sender skips every connection of it.
+        # Broadcast-except-sender skips every connection of the sender's session.
         self.session = self.sid
         self.resume_token = bus._recovery.issue(self)
         #: When the connection gets a fresh resume token (trio time).

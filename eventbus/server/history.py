@@ -2,9 +2,10 @@
 
 Every room keeps the last ``history_size`` messages of the last ``history_age``
 seconds, ``history_bytes`` at most, unless a rule of ``history_rooms`` matches its
-name first. A rule is ``PATTERN=off`` or ``PATTERN=SIZE,AGE[,BYTES]``, with an
+name first. A rule is ``PATTERN=off`` or ``PATTERN=SIZE/AGE[/BYTES]``, with an
 ``fnmatch`` pattern: ``game.*=off`` keeps nothing of a game's volatile state,
-``audit.*=10000,3600`` keeps more of an audit trail.
+``audit.*=10000/3600`` keeps more of an audit trail. (Not commas: a list of rules in
+a flag or an environment variable is split on them.)
 
 Synchronous and free of I/O.
 """
@@ -34,21 +35,22 @@ def parse_rule(rule: str) -> tuple[re.Pattern[str], HistoryBounds | None, int]:
     pattern, sep, value = rule.partition("=")
     pattern, value = pattern.strip(), value.strip()
     if not sep or not pattern:
-        raise ValueError(f"history rule {rule!r}: write PATTERN=off or PATTERN=SIZE,AGE[,BYTES]")
+        raise ValueError(f"history rule {rule!r}: write PATTERN=off or PATTERN=SIZE/AGE[/BYTES]")
     compiled = re.compile(fnmatch.translate(pattern))
     if value.lower() == "off":
         return compiled, None, 0
-    parts = [part.strip() for part in value.split(",")]
+    parts = [part.strip() for part in value.split("/")]
     try:
         if len(parts) not in (2, 3):
             raise ValueError
         size, age = int(parts[0]), float(parts[1])
         max_bytes = int(parts[2]) if len(parts) == 3 else 0
     except ValueError:
-        raise ValueError(f"history rule {rule!r}: after '=', write off or SIZE,AGE[,BYTES]"
+        raise ValueError(f"history rule {rule!r}: after '=', write off or SIZE/AGE[/BYTES]"
                          " (an integer, seconds, an integer)") from None
-    if size < 1 or not math.isfinite(age) or age <= 0 or max_bytes < 0:
-        raise ValueError(f"history rule {rule!r}: SIZE and AGE must be positive")
+    if size < 1 or not math.isfinite(age) or age <= 0 or (len(parts) == 3 and max_bytes < 1):
+        raise ValueError(f"history rule {rule!r}: SIZE, AGE and BYTES must be positive"
+                         " (a room that keeps nothing: PATTERN=off)")
     return compiled, HistoryBounds(size, age, max_bytes), len(parts) - 2
 
 

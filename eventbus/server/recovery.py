@@ -147,9 +147,8 @@ class Recovery:
             return self._live(conn, room, NotRecovered.TOO_FAR_BEHIND, top)
         epoch, last, replayed = top.epoch, position.seq, 0
         while True:
+            # Adapters return seqs after the one asked for, in order (conformance).
             for seq, envelope in page.messages:
-                if seq <= last:
-                    continue
                 if envelope.sender != conn.session:
                     frame = router.room_frame(conn, RoomEvent(
                         room, envelope.event, envelope.data, epoch, seq))

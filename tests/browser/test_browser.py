@@ -74,7 +74,7 @@ def _make_bus() -> EventBus:
     # A small outbound queue, so that the flood below drops messages and sends GAP.
     # Rooms keep history (1,000 messages by default), small.* only 3, volatile.* none.
     bus = EventBus(open_rooms=True, send_queue_size=32,
-                   history_rooms=["small.*=3,120", "volatile.*=off"])
+                   history_rooms=["small.*=3/120", "volatile.*=off"])
     forbidden: set[str] = set()
 
     @bus.authorize_join

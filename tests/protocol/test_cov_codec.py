@@ -97,3 +97,11 @@ def test_any_unpack_error_of_msgpack_is_malformed(
     monkeypatch.setattr(msgpack, "unpackb", unpackb)
     error = refusal(MsgpackCodec(Role.SERVER), msgpack.packb([EMIT, "e", None, 1]))
     assert error.code == ErrorCode.MALFORMED
+
+
+def test_a_publish_id_goes_with_an_ack_id() -> None:
+    from eventbus.protocol import Publish
+
+    assert Publish("r", "e", None, 3, publish_id=9).to_wire() == [6, "r", "e", None, 3, 9]
+    with pytest.raises(ValueError, match="goes with an ack id"):
+        Publish("r", "e", None, publish_id=9)

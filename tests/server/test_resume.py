@@ -41,6 +41,11 @@ async def cut(client: Raw) -> None:
     await trio.aclose_forcefully(client.ws._stream)
 
 
+async def read_until_closed(client: Raw) -> None:
+    while True:
+        await client.recv()
+
+
 async def publish_many(client: Raw, room: str, numbers: range, first_ack: int = 1000) -> None:
     for n in numbers:
         await client.send(Publish(room, "n", n, first_ack + n))
@@ -383,3 +388,152 @@ async def test_metrics_count_resumes_by_verdict_and_replayed_messages() -> None:
             assert found[("eventbus_resumed_rooms_total", (("verdict", "history_off"),))] == 1
             assert found[("eventbus_resumed_rooms_total", (("verdict", "resume_failed"),))] == 1
             assert found[("eventbus_replayed_messages_total", ())] == 7
+
+
+async def test_messages_that_arrive_while_a_replay_waits_on_the_client_follow_it() -> None:
+    bus = quick_bus(send_queue_size=16, send_queue_bytes=256 * 1024, history_bytes=64 << 20)
+    blob = "x" * 60_000
+    with trio.fail_after(30):
+        async with bus_on(bus) as port, raw_client(port) as pub:
+            async with raw_client(port) as sub:
+                start = await join(sub, "big")
+                await cut(sub)
+            for n in range(100):
+                await pub.send(Publish("big", "n", [n, blob], 10 + n))
+                assert isinstance(await pub.recv(), Ack)
+            async with raw_client(port) as again:
+                assert sub.welcome is not None
+                await again.send(Resume(sub.sid, sub.welcome.resume_token, {"big": start}, 1))
+                await trio.sleep(0.3)  # the replay now waits for the client to read
+                for n in range(100, 110):
+                    bus.emit("n", [n, "small"], to="big")
+                received = []
+                while True:
+                    packet = await again.recv()
+                    if isinstance(packet, RoomEvent):
+                        received.append(packet.data[0])
+                    elif isinstance(packet, Ack):
+                        break
+                assert received == list(range(110)), "the later ones read on from history"
+                assert packet.data["big"] == {"recovered": True, "replayed": 110,
+                                              "position": [start.epoch, 110]}
+                await again.recv_nothing()
+
+
+async def test_a_room_that_outruns_its_replay_closes_the_client_with_4001(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from eventbus.server import recovery
+
+    monkeypatch.setattr(recovery, "PAGE", 4)  # the cap is checked after each full page
+    bus = quick_bus(send_queue_size=16, send_queue_bytes=256 * 1024, history_bytes=64 << 20,
+                    max_replay=20)
+    blob = "x" * 60_000
+    with trio.fail_after(30):
+        async with bus_on(bus) as port, raw_client(port) as pub:
+            async with raw_client(port) as sub:
+                start = await join(sub, "fast")
+                await cut(sub)
+            for n in range(20):
+                await pub.send(Publish("fast", "n", [n, blob], 10 + n))
+                assert isinstance(await pub.recv(), Ack)
+            async with raw_client(port) as again:
+                assert sub.welcome is not None
+                await again.send(Resume(sub.sid, sub.welcome.resume_token, {"fast": start}, 1))
+                await trio.sleep(0.3)
+                for n in range(20, 80):  # far more than the replay may chase
+                    bus.emit("n", [n, "small"], to="fast")
+                with pytest.raises(trio_websocket.ConnectionClosed) as closed:
+                    await read_until_closed(again)
+                assert closed.value.reason.code == 4001
+
+
+@pytest.mark.parametrize("change", ["epoch", "window"])
+async def test_history_that_changes_under_a_replay_stops_it_with_the_reason(
+        change: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from eventbus.adapters import HistoryPage
+    from eventbus.server import recovery
+
+    monkeypatch.setattr(recovery, "PAGE", 4)  # several pages for a few messages
+    bus = quick_bus()
+    real = bus.adapter.history
+    calls = 0
+
+    async def history(room: str, epoch: str, after: int, limit: int, bounds: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        page = await real(room, epoch, after, limit, bounds)
+        if calls == 2:  # the second page: Redis lost the room, or trimmed it meanwhile
+            if change == "epoch":
+                return HistoryPage(Position("new-epoch", 1), 1, [])
+            return HistoryPage(page.position, page.position.seq, [])
+        return page
+
+    monkeypatch.setattr(bus.adapter, "history", history)
+    with trio.fail_after(20):
+        async with bus_on(bus) as port, raw_client(port) as pub:
+            async with raw_client(port) as sub:
+                start = await join(sub, "r")
+                await cut(sub)
+            await publish_many(pub, "r", range(10))
+            async with raw_client(port) as again:
+                events, verdicts, _ = await resume(again, sub, {"r": start})
+                assert [e.seq for e in events] == [1, 2, 3, 4], "the first page went out"
+                reason = "epoch_changed" if change == "epoch" else "window_exceeded"
+                assert verdicts["r"]["recovered"] is False
+                assert verdicts["r"]["reason"] == reason
+
+
+async def test_a_replay_to_a_client_that_goes_away_stops() -> None:
+    bus = quick_bus(send_queue_size=16, send_queue_bytes=256 * 1024, history_bytes=64 << 20)
+    blob = "x" * 60_000
+    with trio.fail_after(30):
+        async with bus_on(bus) as port, raw_client(port) as pub:
+            async with raw_client(port) as sub:
+                start = await join(sub, "big")
+                await cut(sub)
+            for n in range(100):
+                await pub.send(Publish("big", "n", [n, blob], 10 + n))
+                assert isinstance(await pub.recv(), Ack)
+            async with raw_client(port) as again:
+                assert sub.welcome is not None
+                await again.send(Resume(sub.sid, sub.welcome.resume_token, {
+                    "big": start, "later": Position("e", 0)}, 1))
+                await trio.sleep(0.3)
+                conn = bus.connections[again.sid]
+                conn._abort(1006, "gone", by_server=False)  # the client went away
+                with pytest.raises(trio_websocket.ConnectionClosed):
+                    await read_until_closed(again)  # what was on its way, then the end
+            with trio.fail_after(5):
+                while again.sid in bus.connections:  # noqa: ASYNC110
+                    await trio.sleep(0.01)
+            assert "later" not in conn.rooms, "the rooms after it were not joined"
+
+
+async def test_unavailable_history_rooms_over_the_limit_and_metrics_off() -> None:
+    from eventbus.errors import Unavailable
+
+    bus = quick_bus(max_rooms=1, metrics=False)
+    real = bus.adapter.history
+
+    async def history(room: str, *args: Any) -> Any:
+        if room == "r":
+            raise Unavailable("the bus cannot reach its other nodes now")
+        return await real(room, *args)
+
+    with trio.fail_after(20):
+        async with bus_on(bus) as port:
+            async with raw_client(port) as sub:
+                start = await join(sub, "r")
+                await cut(sub)
+            bus.adapter.history = history  # type: ignore[method-assign]
+            async with raw_client(port) as again:
+                _, verdicts, _ = await resume(again, sub, {
+                    "r": start, "s": Position("e", 0), "t": Position("e", 0)})
+                assert verdicts["r"] == {"recovered": False, "reason": "unavailable"}
+                assert verdicts["s"]["reason"] == "epoch_changed"
+                assert verdicts["t"] == {"recovered": False, "reason": "too_many_rooms"}
+                assert bus.connections[again.sid].rooms == {"s"}, "not left half in r"
+            async with raw_client(port) as refused:
+                await refused.send(Resume(sub.sid, "x" * 40, {}, 2))
+                answer = await refused.recv()
+                assert isinstance(answer, ErrorReply)
