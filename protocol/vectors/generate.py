@@ -255,6 +255,17 @@ valid("room_event_binary", S,
 
 # Server to client: ACK, ERROR, GAP.
 valid("ack_from_server", S, {"type": "ack", "ack_id": 1, "data": "done"}, [ACK, 1, "done"])
+# The answer to a RESUME (PROTOCOL.md section 9.4), and the fresh token before it.
+_VERDICTS = {
+    "lobby": {"recovered": True, "replayed": 3, "position": ["k3Jd9Q_a", 45]},
+    "ticker": {"recovered": False, "reason": "epoch_changed", "position": ["Hq2m7Rt0", 12]},
+    "secret": {"recovered": False, "reason": "forbidden"},
+}
+valid("ack_of_resume_with_verdicts", S, {"type": "ack", "ack_id": 1, "data": _VERDICTS},
+      [ACK, 1, _VERDICTS])
+valid("event_resume_token", S,
+      {"type": "event", "event": "$resume_token", "data": "Jm4v0Yk9QeT1bX7sLw2Rz8NcP5hUa3Gd6"},
+      [EVENT, "$resume_token", "Jm4v0Yk9QeT1bX7sLw2Rz8NcP5hUa3Gd6"])
 valid("ack_from_server_nested", S,
       {"type": "ack", "ack_id": 99, "data": {"members": ["ann", "bob"], "count": 2}},
       [ACK, 99, {"members": ["ann", "bob"], "count": 2}])

@@ -94,3 +94,20 @@ async def test_the_old_connection_on_another_node_is_closed_with_4004(
                 with pytest.raises(trio_websocket.ConnectionClosed) as closed:
                     await old.recv(timeout=10)  # nothing else came to it: the close
                 assert closed.value.reason.code == 4004
+
+
+async def test_except_sender_holds_in_a_replay_on_another_node(redis_server: RedisServer) -> None:
+    with trio.fail_after(60):
+        async with cluster(redis_server, 2) as nodes, raw_client(nodes[1].port) as other:
+            async with raw_client(nodes[0].port) as sub:
+                epoch, _ = await join(sub, "chat")
+                await sub.send(Publish("chat", "mine", 1, 5))
+                assert isinstance(await sub.recv(timeout=10), Ack)
+                await cut(sub)
+            await publish_many(other, "chat", 3)
+            async with raw_client(nodes[1].port) as again:
+                events, verdicts = await resume(again, sub, {"chat": Position(epoch, 0)})
+                # Its own message (seq 1, published on node 1) is not replayed on node 2.
+                assert [(e.event, e.seq) for e in events] == [("n", 2), ("n", 3), ("n", 4)]
+                assert verdicts["chat"] == {"recovered": True, "replayed": 3,
+                                            "position": [epoch, 4]}
