@@ -27,3 +27,12 @@ def _fresh_interpreters_unmeasured(
     if request.node.nodeid.partition("[")[0] in FRESH_INTERPRETER_TESTS:
         for name in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START"):
             monkeypatch.delenv(name, raising=False)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked ``asyncio`` run under pytest-asyncio: trio mode (which marks
+    every async test ``trio`` before this runs) must leave them alone."""
+    for item in items:
+        if item.get_closest_marker("asyncio") is not None:
+            item.own_markers[:] = [mark for mark in item.own_markers if mark.name != "trio"]
