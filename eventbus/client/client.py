@@ -24,7 +24,6 @@ from ..protocol import (
     JSON_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
     NAME_MAX_BYTES,
-    SEQ_MAX,
     Emit,
     Join,
     Leave,
@@ -161,8 +160,8 @@ class Client(Session):
         link = self._current
         return {
             "reconnects": self._reconnects,
-            "missed": self._missed,
-            "duplicates": self._duplicates,
+            "missed": self.state.missed,
+            "duplicates": self.state.duplicates,
             "dropped": sum(sub.dropped for sub in self._subscriptions),
             "pending": len(link.pending) if link is not None else 0,
         }
@@ -320,8 +319,7 @@ class Client(Session):
         """
         self._check_name(room, "room")
         self._check_name(event, "event")
-        publish_id = self._next_publish_id
-        self._next_publish_id = publish_id % SEQ_MAX + 1
+        publish_id = self.state.new_publish_id()
         what = f"publish to {room!r}"
         link = await self._wait_link()
         while True:
@@ -333,18 +331,11 @@ class Client(Session):
                     raise
                 sent_on = link
                 link = await self._wait_link()
-                if link.generation != sent_on.generation:
+                why = self.state.may_send_again(room, sent_on.generation)
+                if why is not None:
                     raise ConnectionClosed(
                         f"the connection to {self._target} was lost before the answer to "
-                        f"{what}, and the server started a new session: it may or may not "
-                        "have been applied") from None
-                recovery = self.recoveries.get(room)
-                if recovery is not None and recovery.reason == "history_off":
-                    # No history, no publish ids: sending it again could apply it twice.
-                    raise ConnectionClosed(
-                        f"the connection to {self._target} was lost before the answer to "
-                        f"{what}, and the room keeps no history: it may or may not have "
-                        "been applied") from None
+                        f"{what}, and {why}: it may or may not have been applied") from None
 
     @asynccontextmanager
     async def subscribe(self, *rooms: str, buffer: int = 1000) -> AsyncIterator[Subscription]:

@@ -12,8 +12,9 @@ from typing import Any
 import trio
 import trio_websocket
 
-from ..errors import ConnectionClosed, EventBusError, LocalProtocolError
-from ..protocol import ACK_ID_MAX, Codec, Packet, Welcome
+from ..errors import ConnectionClosed, EventBusError
+from ..protocol import Codec, Welcome
+from .core import LinkCore
 from .transport import map_exceptions
 
 __all__ = ["Link", "Pending", "closed_copy"]
@@ -53,13 +54,12 @@ class Pending:
         self.done.set()
 
 
-class Link:
-    """A WebSocket connection after its WELCOME.
+class Link(LinkCore):
+    """A WebSocket connection after its WELCOME: the core's view of it (codec, ack
+    ids, token) and its trio I/O.
 
     Attributes:
         ws: The trio-websocket connection.
-        codec: The negotiated codec (``Role.CLIENT``).
-        welcome: The server's WELCOME packet.
         pending: Requests sent on this link awaiting an answer, by ack id.
         slots: Bounds the requests awaiting an answer to the server's ``max_pending``.
         error: Why the link ended, once it has.
@@ -71,49 +71,22 @@ class Link:
     def __init__(
         self, ws: trio_websocket.WebSocketConnection, codec: Codec, welcome: Welcome, target: str,
     ) -> None:
+        super().__init__(codec, welcome)
         self.ws = ws
-        self.codec = codec
-        self.welcome = welcome
         self.target = target
         self.pending: dict[int, Pending] = {}
         self.error: ConnectionClosed | None = None
         self.reader: trio.lowlevel.Task | None = None
         self.scope = trio.CancelScope()
         self.began = self.last_heard = trio.current_time()
-        #: The latest resume token the server gave this connection.
-        self.token = welcome.resume_token
-        #: The client's session generation this link serves (set once it is ready).
-        self.generation = 0
-        self._next_id = 1
         # The server refuses requests beyond max_pending (too_many_pending): wait
         # for a slot instead. 0 would mean no request at all; treat it as no limit.
-        limit = welcome.options.max_pending
+        limit = self.max_pending
         self.slots = trio.Semaphore(limit) if limit > 0 else None
 
-    def allocate(self) -> int:
-        """A fresh ack id: counting up from 1, wrapping, skipping pending ids."""
-        ack_id = self._next_id
-        while ack_id in self.pending:
-            ack_id = ack_id % ACK_ID_MAX + 1
-        self._next_id = ack_id % ACK_ID_MAX + 1
-        return ack_id
-
-    def encode(self, packet: Packet) -> bytes:
-        """Encode a packet for this link, refusing what the server would refuse.
-
-        Raises:
-            LocalProtocolError: the packet cannot be encoded with this codec (binary
-                data under JSON, NaN...) or is larger than the server's ``max_frame``;
-                nothing was sent.
-        """
-        payload = self.codec.encode(packet)
-        limit = self.welcome.options.max_frame
-        if len(payload) > limit:
-            raise LocalProtocolError(
-                f"{type(packet).__name__} of {len(payload)} bytes exceeds the server's "
-                f"max_frame of {limit} bytes"
-            )
-        return payload
+    def allocate_id(self) -> int:
+        """A fresh ack id, none of those pending."""
+        return self.allocate(self.pending)
 
     async def send(self, payload: bytes) -> None:
         """Send one encoded packet (a text frame for JSON, binary for msgpack).
@@ -123,9 +96,8 @@ class Link:
         """
         if self.error is not None:
             raise closed_copy(self.error)
-        message = payload if self.codec.binary else payload.decode("utf-8")
         with map_exceptions(self.target):
-            await self.ws.send_message(message)
+            await self.ws.send_message(self.message(payload))
 
     def fail(self, error: ConnectionClosed) -> bool:
         """Mark the link lost and fail every pending request; False if it already was."""

@@ -14,18 +14,15 @@ client's lifetime.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from functools import partial
 from types import MappingProxyType
 from typing import Any
 
-import attrs
 import trio
 import trio_websocket
 
-from ..codes import CloseCode
 from ..errors import (
     CallTimeout,
     ConnectionClosed,
@@ -35,24 +32,33 @@ from ..errors import (
     RemoteProtocolError,
     RequestError,
     ResumeFailed,
-    error_from_code,
 )
 from ..protocol import (
-    Ack,
     ErrorReply,
-    Event,
-    Gap,
     Join,
     Leave,
     Packet,
     Position,
     Resume,
     Role,
-    RoomEvent,
     Welcome,
     codec_for_subprotocol,
 )
 from .backoff import Backoff
+from .core import (
+    NO_RECONNECT_CLOSE_CODES,
+    Answered,
+    Direct,
+    Failed,
+    GapReport,
+    RoomDelivery,
+    ServerError,
+    SessionState,
+    position_from,
+    read_welcome,
+    reconnect_verdict,
+    route,
+)
 from .handlers import Handler, answer, call_hook
 from .link import Link, Pending, closed_copy
 from .messages import Incoming, Recovery
@@ -62,24 +68,6 @@ from .transport import Opener, map_exceptions
 __all__ = ["NO_RECONNECT_CLOSE_CODES", "Session", "position_from"]
 
 logger = logging.getLogger("eventbus.client")
-
-_REPEATS = "; reconnecting would repeat it"
-#: The close codes after which the client stops instead of reconnecting, with why
-#: (PROTOCOL.md section 14). After any other close, and after a connection lost
-#: without a close frame (1006), it reconnects with backoff. The codes that mean
-#: this client broke the protocol stop it too: a reconnection would break it the
-#: same way, and a buggy client would become a reconnection loop. eventbus.js
-#: stops after the same codes (its FINAL_CLOSE_CODES).
-NO_RECONNECT_CLOSE_CODES: Mapping[int, str] = MappingProxyType({
-    CloseCode.NORMAL: "the server's application closed the connection on purpose",
-    CloseCode.PROTOCOL_ERROR: "this client broke the WebSocket framing rules" + _REPEATS,
-    CloseCode.INVALID_DATA: "this client sent a text frame that is not UTF-8" + _REPEATS,
-    CloseCode.MESSAGE_TOO_BIG: "this client sent a message over max_frame" + _REPEATS,
-    CloseCode.TOO_MANY_ERRORS: "this client sent too many invalid packets" + _REPEATS,
-    CloseCode.UNAUTHORIZED: "the server revoked the authorization; get new credentials",
-    CloseCode.SESSION_TAKEN_OVER: "another connection resumed this session",
-})
-
 
 class Session:
     """The state and tasks of a client across its connections; the public API is
@@ -109,9 +97,12 @@ class Session:
         self._on_reconnect: Callable[..., Any] | None = None
         self._on_disconnect: Callable[..., Any] | None = None
         self._on_resume: Callable[..., Any] | None = None
-        self._explicit: set[str] = set()
-        self._held: Counter[str] = Counter()
-        self._positions: dict[str, Position] = {}
+        #: What the client keeps across connections (the sans-IO core's).
+        self.state = SessionState()
+        # The same objects as the state's, under the names the requests use.
+        self._explicit = self.state.explicit
+        self._held = self.state.held
+        self._positions = self.state.positions
         self._subscriptions: list[Subscription] = []
         self._current: Link | None = None  # the link being served, ready or not
         self._link: Link | None = None  # the link requests may use (rooms rejoined)
@@ -120,25 +111,24 @@ class Session:
         self._closing = False
         self._final: ConnectionClosed | None = None
         self._reconnects = 0
-        self._missed = 0
-        self._duplicates = 0
-        # The sid and token of the last connection that finished setting up: what
-        # the next one resumes (PROTOCOL.md section 9).
-        self._previous: tuple[str, str] | None = None
         #: Seconds a RESUME may take, replay included.
         self.resume_timeout = max(60.0, request_timeout)
-        # Counts the server sessions this client has had: a publish is sent again
-        # after a lost answer only within one (its publish id means nothing in another).
-        self.generation = 0
-        self._next_publish_id = 1
-        #: The verdicts of the last RESUME, by room.
-        self.recoveries: dict[str, Recovery] = {}
+
+    @property
+    def generation(self) -> int:
+        """The server sessions this client has had (see :class:`SessionState`)."""
+        return self.state.generation
+
+    @property
+    def recoveries(self) -> Mapping[str, Recovery]:
+        """The verdicts of the last RESUME, by room."""
+        return self.state.recoveries
 
     @property
     def rooms(self) -> frozenset[str]:
         """The rooms this client is in (joined, or held by a subscription); they are
-        joined again after a reconnect."""
-        return frozenset(self._explicit) | frozenset(self._held)
+        resumed, or joined again, after a reconnect."""
+        return self.state.rooms
 
     # --- requests on a link ------------------------------------------------------
 
@@ -170,7 +160,7 @@ class Session:
                 slots.release()
                 raise closed_copy(link.error)
         try:
-            ack_id = link.allocate()
+            ack_id = link.allocate_id()
             payload = link.encode(make(ack_id))
             pending = link.pending[ack_id] = Pending(position_of)
             try:
@@ -190,22 +180,11 @@ class Session:
         return pending.value
 
     def _record_position(self, room: str, position: Position) -> None:
-        """Record ``position`` as the last one seen in ``room``.
-
-        Only the reader calls this, as it reads ROOM_EVENTs and the ACKs of JOIN and
-        PUBLISH: recording when the requester wakes up instead could overwrite a
-        later ROOM_EVENT the reader got to first. Within an epoch a position only
-        moves forward, since the server may write a ROOM_EVENT ahead of the ACK of
-        an earlier position; a new epoch replaces it, because positions of
-        different epochs cannot be compared (PROTOCOL.md section 8) and the new
-        one is the room's current history. A room the client is no longer in is
-        not recorded: RESUME must not name it.
-        """
-        if room not in self.rooms:
-            return
-        known = self._positions.get(room)
-        if known is None or known.epoch != position.epoch or known.seq < position.seq:
-            self._positions[room] = position
+        """Record ``position`` as the last one seen in ``room``. Only the reader calls
+        this, as it reads ROOM_EVENTs and the ACKs of JOIN: recording when the
+        requester wakes up instead could overwrite a later ROOM_EVENT the reader got
+        to first (see :meth:`SessionState.record_position`)."""
+        self.state.record_position(room, position)
 
     def _in_reader(self, link: Link) -> bool:
         return trio.lowlevel.current_task() is link.reader
@@ -281,9 +260,7 @@ class Session:
                 return
             if link is not None:
                 await call_hook(self._on_disconnect, error)
-            verdict = self._verdict(error)
-            if verdict is None and self.backoff is not None and self.backoff.gives_up(failures):
-                verdict = f"gave up after {failures} attempts"
+            verdict = reconnect_verdict(self.backoff, error, failures)
             if verdict is not None:
                 final = _closed_because(error, verdict)
                 logger.warning("not reconnecting to %s: %s", self._target, final)
@@ -304,17 +281,6 @@ class Session:
     def _reset_after(self) -> float:
         return self.backoff.reset_after if self.backoff is not None else 0.0
 
-    def _verdict(self, error: ConnectionClosed | HandshakeRejected) -> str | None:
-        """Why not to reconnect after ``error``, or ``None`` to reconnect."""
-        if self.backoff is None:
-            return "reconnection is off"
-        if isinstance(error, HandshakeRejected):
-            if 400 <= error.status < 500 and error.status not in (408, 429):
-                return f"the server refused the handshake ({error})"
-            return None
-        code = error.close_code
-        return NO_RECONNECT_CLOSE_CODES.get(code) if code is not None else None
-
     async def _open_link(self, ws: trio_websocket.WebSocketConnection) -> Link:
         try:
             codec = codec_for_subprotocol(ws.subprotocol)(Role.CLIENT)
@@ -322,19 +288,12 @@ class Session:
             raise ConnectionClosed(
                 f"{self._target} chose subprotocol {ws.subprotocol!r}, which was not offered"
             ) from None
-        welcome: Packet | None = None
+        welcome: Welcome | None = None
         with trio.move_on_after(self.connect_timeout):
-            message = await ws.get_message()
-            try:
-                welcome = codec.decode(message)
-            except RemoteProtocolError as exc:
-                raise ConnectionClosed(f"{self._target} sent an invalid welcome: {exc}") from exc
+            welcome = read_welcome(codec, await ws.get_message(), self._target)
         if welcome is None:
             raise ConnectionClosed(f"no welcome from {self._target} within "
                                    f"{self.connect_timeout:g} s")
-        if not isinstance(welcome, Welcome):
-            raise ConnectionClosed(f"{self._target} sent {type(welcome).__name__} before "
-                                   "its welcome")
         link = Link(ws, codec, welcome, self._target)
         self._current = link
         return link
@@ -348,11 +307,10 @@ class Session:
                 if self._started:
                     verdicts = await self._resume(link)
                 else:
-                    self.generation += 1
-                link.generation = self.generation
+                    self.state.generation += 1
                 if link.error is None:
+                    self.state.link_ready(link)
                     self._link = link
-                    self._previous = (link.welcome.sid, link.token)
                     self._changed.unpark_all()
                 if not self._started:
                     self._started = True
@@ -370,62 +328,35 @@ class Session:
         of each room, which the server replays from (PROTOCOL.md section 9); the
         rooms it cannot resume, and every room when it refuses the RESUME, are
         joined again. Returns each room's verdict (for the ``on_resume`` hook)."""
-        previous = self._previous
-        rooms = sorted(self.rooms)
-        positions = {room: self._positions[room] for room in rooms if room in self._positions}
-        verdicts: dict[str, Recovery] = {}
-        again: list[str] = [room for room in rooms if room not in positions]
+        state = self.state
+        rooms, positions = state.resume_positions()
+        again = [room for room in rooms if room not in positions]
         try:
-            if previous is None:
+            if state.previous is None:
                 raise ResumeFailed("no session to resume")
+            sid, token = state.previous
             answer = await self._request_on(
-                link, partial(Resume, previous[0], previous[1], positions), self.resume_timeout,
+                link, partial(Resume, sid, token, positions), self.resume_timeout,
                 "resume the session")
         except ConnectionClosed:
             return {}
         except ResumeFailed as exc:
             logger.warning("%s did not resume the session (%s): joining the rooms again",
                            self._target, exc.message)
-            self.generation += 1
-            verdicts = {room: Recovery(room, False, reason="resume_failed") for room in rooms}
+            verdicts = state.resume_refused(rooms)
             again = rooms
         except EventBusError as exc:
             # Without its answer the seam is unknown: start again on a new connection.
             self._lose(link, ConnectionClosed(f"could not resume the session: {exc}"))
             return {}
         else:
-            for room, verdict in (answer.items() if isinstance(answer, dict) else ()):
-                if room not in positions or not isinstance(verdict, dict):
-                    continue
-                recovery = _recovery(room, verdict)
-                verdicts[room] = recovery
-                if recovery.position is not None:
-                    self._record_position(room, recovery.position)
-                elif recovery.reason == "unavailable":
-                    again.append(room)
-                else:
-                    self._drop_room(room)
-            for room in positions:
-                if room not in verdicts:
-                    again.append(room)  # no verdict: a JOIN says where it stands
-            for room, recovery in list(verdicts.items()):
-                if room not in self.rooms and recovery.position is not None:
-                    # Left while the RESUME was on its way.
-                    with suppress(EventBusError):
-                        await self._request_on(link, partial(Leave, room), None,
-                                               f"leave {room!r}")
-        joined = await self._rejoin(link, sorted(again))
-        for room, position in joined.items():
-            if room in verdicts:
-                # Back in the room, not recovered: where it stands now.
-                verdicts[room] = attrs.evolve(verdicts[room], position=position)
-        self.recoveries = verdicts
+            verdicts, more, left = state.resumed(answer, positions)
+            again += more
+            for room in left:
+                with suppress(EventBusError):
+                    await self._request_on(link, partial(Leave, room), None, f"leave {room!r}")
+        state.rejoined(verdicts, await self._rejoin(link, sorted(again)))
         return verdicts
-
-    def _drop_room(self, room: str) -> None:
-        self._explicit.discard(room)
-        self._held.pop(room, None)
-        self._positions.pop(room, None)
 
     async def _rejoin(self, link: Link, rooms: list[str]) -> dict[str, Position]:
         """Join rooms again on a new connection (those a RESUME did not give back);
@@ -445,7 +376,7 @@ class Session:
                 return joined
             except RequestError as exc:
                 logger.warning("could not join %r again after reconnecting: %s", room, exc)
-                self._drop_room(room)
+                self.state.drop_room(room)
                 await call_hook(self._on_error, exc)
                 continue
             except EventBusError as exc:  # CallTimeout: keep the room for next time
@@ -472,67 +403,50 @@ class Session:
             self._lose(link, exc)
 
     async def _on_packet(self, link: Link, packet: Packet) -> None:
-        if isinstance(packet, RoomEvent):
-            await self._on_room_event(packet)
-        elif isinstance(packet, Ack):
-            pending = link.pending.get(packet.ack_id)
+        routed = route(self.state, link, packet, ready=self._link is link)
+        if isinstance(routed, RoomDelivery):
+            incoming = routed.incoming
+            for subscription in self._subscriptions:
+                if incoming.room in subscription.rooms:
+                    subscription._push(incoming)
+            handler = self._handlers.get(incoming.event)
+            if handler is not None:
+                await self._notify(handler, incoming)
+        elif isinstance(routed, Answered):
+            pending = link.pending.get(routed.ack_id)
             if pending is not None:  # else: a late answer to a request that timed out
-                pending.resolve(packet.data)
-                position = position_from(packet.data)
+                pending.resolve(routed.data)
+                position = position_from(routed.data)
                 if pending.position_of is not None and position is not None:
                     self._record_position(pending.position_of, position)
-        elif isinstance(packet, ErrorReply):
-            error = error_from_code(packet.code, packet.message)
-            if packet.ack_id is not None:
-                pending = link.pending.get(packet.ack_id)
-                if pending is not None:
-                    pending.reject(error)
-            elif not await call_hook(self._on_error, error):
-                logger.warning("%s reported an error: %s", self._target, error)
-        elif isinstance(packet, Event):
-            await self._on_event(link, packet)
-        elif isinstance(packet, Gap):
-            await self._on_gap_packet(packet)
-        else:
-            logger.warning("ignoring an unexpected %s from %s", type(packet).__name__,
-                           self._target)
+        elif isinstance(routed, Failed):
+            pending = link.pending.get(routed.ack_id)
+            if pending is not None:
+                pending.reject(routed.error)
+        elif isinstance(routed, ServerError):
+            if not await call_hook(self._on_error, routed.error):
+                logger.warning("%s reported an error: %s", self._target, routed.error)
+        elif isinstance(routed, Direct):
+            await self._on_event(link, routed)
+        elif isinstance(routed, GapReport):
+            await self._report_gap(routed)
+        elif routed.why.startswith("an unexpected"):
+            logger.warning("ignoring %s from %s", routed.why, self._target)
 
-    async def _on_room_event(self, packet: RoomEvent) -> None:
-        room = packet.room
-        known = self._positions.get(room)
-        if known is not None and known.epoch == packet.epoch and packet.seq <= known.seq:
-            # Seen already, or before where the client joined: the second guard
-            # against a repeat (PROTOCOL.md section 8; the server sends none).
-            self._duplicates += 1
-            return
-        self._record_position(room, packet.position)
-        incoming = Incoming(room, packet.event, packet.data, packet.epoch, packet.seq)
-        for subscription in self._subscriptions:
-            if room in subscription.rooms:
-                subscription._push(incoming)
-        handler = self._handlers.get(packet.event)
-        if handler is not None:
-            await self._notify(handler, incoming)
-
-    async def _on_event(self, link: Link, packet: Event) -> None:
-        if (packet.event == "$resume_token" and packet.ack_id is None
-                and isinstance(packet.data, str)):
-            link.token = packet.data  # the client's own business, not the app's
-            if self._link is link:
-                self._previous = (link.welcome.sid, link.token)
-            return
-        incoming = Incoming(None, packet.event, packet.data)
-        handler = self._handlers.get(packet.event)
-        if packet.ack_id is None:
+    async def _on_event(self, link: Link, routed: Direct) -> None:
+        incoming = routed.incoming
+        handler = self._handlers.get(incoming.event)
+        if routed.ack_id is None:
             if handler is not None:
                 await self._notify(handler, incoming)
             return
-        reply = await answer(handler, incoming, packet.ack_id)
+        reply = await answer(handler, incoming, routed.ack_id)
         try:
             payload = link.encode(reply)
         except LocalProtocolError as exc:
-            logger.warning("the answer to server call %r cannot be sent: %s", packet.event, exc)
-            payload = link.encode(ErrorReply(packet.ack_id, exc.code, exc.message[:1024]))
+            logger.warning("the answer to server call %r cannot be sent: %s", incoming.event,
+                           exc)
+            payload = link.encode(ErrorReply(routed.ack_id, exc.code, exc.message[:1024]))
         with suppress(ConnectionClosed):  # the next read reports the loss
             await link.send(payload)
 
@@ -542,15 +456,14 @@ class Session:
         except Exception:
             logger.exception("handler for event %r failed", incoming.event)
 
-    async def _on_gap_packet(self, packet: Gap) -> None:
-        self._missed += packet.count
+    async def _report_gap(self, gap: GapReport) -> None:
         for subscription in self._subscriptions:
-            if packet.room in subscription.rooms:
-                subscription.missed += packet.count
-        if not await call_hook(self._on_gap, packet.room, packet.count):
-            where = f"room {packet.room!r}" if packet.room is not None else "direct events"
+            if gap.room in subscription.rooms:
+                subscription.missed += gap.count
+        if not await call_hook(self._on_gap, gap.room, gap.count):
+            where = f"room {gap.room!r}" if gap.room is not None else "direct events"
             logger.warning("%s dropped %d messages for this client (%s)", self._target,
-                           packet.count, where)
+                           gap.count, where)
 
     # --- the watchdog -------------------------------------------------------------------
 
@@ -578,23 +491,6 @@ class Session:
                 "ping_timeout): the connection is dead", close_code=1006,
             ))
             return
-
-
-def _recovery(room: str, verdict: dict[str, Any]) -> Recovery:
-    recovered = verdict.get("recovered") is True
-    replayed = verdict.get("replayed")
-    reason = verdict.get("reason")
-    return Recovery(
-        room, recovered, replayed if type(replayed) is int and recovered else 0,
-        None if recovered else reason if isinstance(reason, str) else "unknown",
-        position_from(verdict.get("position")))
-
-
-def position_from(value: Any) -> Position | None:
-    if (type(value) is list and len(value) == 2 and type(value[0]) is str
-            and type(value[1]) is int):
-        return Position(value[0], value[1])
-    return None
 
 
 def _closed_because(error: ConnectionClosed | HandshakeRejected, why: str) -> ConnectionClosed:

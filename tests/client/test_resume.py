@@ -239,12 +239,12 @@ async def test_the_next_resume_uses_the_token_the_server_refreshed(
         seen: list[dict[str, Recovery]] = []
         client.on_resume(lambda recoveries: seen.append(dict(recoveries)))
         await client.join("r")
-        first = client._previous
+        first = client.state.previous
         with trio.fail_after(200):
-            while client._previous == first:  # noqa: ASYNC110 - the refresh arrives
+            while client.state.previous == first:  # noqa: ASYNC110 - the refresh arrives
                 await trio.sleep(1)
         conn = bus.connections[client.sid or ""]
-        assert client._previous == (conn.sid, conn.resume_token)
+        assert client.state.previous == (conn.sid, conn.resume_token)
         await trio.sleep(70)
         conn._abort(1006, "cut", by_server=False)
         with trio.fail_after(10):

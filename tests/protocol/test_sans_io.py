@@ -132,6 +132,9 @@ IO_MODULES = ("trio", "trio_websocket", "wsproto", "h11", "cattrs", "socket", "s
     "import eventbus",
     "from eventbus.protocol import JsonCodec, MsgpackCodec, Role; JsonCodec(Role.SERVER)",
     "import eventbus.errors, eventbus.codes",
+    # The clients' sans-IO core, that the trio and asyncio clients share.
+    "import eventbus.client.core",
+    "from eventbus.client.core import SessionState, route; SessionState()",
 ])
 def test_importing_the_protocol_loads_no_io_library_at_run_time(statement: str) -> None:
     # The static walk above does not follow eventbus/__init__.py, which runs first on
