@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections import deque
 from collections.abc import Iterable
+from typing import Any
 
 import trio
 
@@ -29,8 +30,9 @@ class Subscription:
     the client loses its connection for good (reconnection off, refused, or given
     up), the events already buffered are delivered first, then iteration raises
     :class:`~eventbus.ConnectionClosed`. While the client reconnects, iteration
-    simply waits; events published meanwhile are not replayed (protocol v1
-    servers keep no history), so watch ``client.on_reconnect`` if that matters.
+    simply waits; the events published meanwhile follow once the session is
+    resumed (those the server replays), and ``client.on_resume`` says for each room
+    whether that was all of them.
 
     Attributes:
         rooms: The rooms this subscription receives.
@@ -49,7 +51,7 @@ class Subscription:
         self.dropped = 0
         self.missed = 0
         self._buffer: deque[Incoming] = deque()
-        self._lot = trio.lowlevel.ParkingLot()
+        self._lot = self._make_waiter()
         self._overflowing = False
         self._ended = False
         self._error: ConnectionClosed | None = None
@@ -70,7 +72,7 @@ class Subscription:
                 ) from self._error
             if self._ended:
                 raise StopAsyncIteration
-            await self._lot.park()
+            await self._wait()
         return self._take()
 
     def receive_nowait(self) -> Incoming:
@@ -114,13 +116,24 @@ class Subscription:
                     ", ".join(sorted(self.rooms)), self.buffer_size, self.dropped,
                 )
         self._buffer.append(event)
-        self._lot.unpark()
+        self._wake()
 
     def _fail(self, error: ConnectionClosed) -> None:
         self._error = error
-        self._lot.unpark_all()
+        self._wake()
 
     def _end(self) -> None:
         self._ended = True
         self._buffer.clear()
+        self._wake()
+
+    # --- waiting: trio's here, asyncio's in eventbus.asyncio ----------------------------
+
+    def _make_waiter(self) -> Any:
+        return trio.lowlevel.ParkingLot()
+
+    async def _wait(self) -> None:
+        await self._lot.park()
+
+    def _wake(self) -> None:
         self._lot.unpark_all()
