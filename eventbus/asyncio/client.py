@@ -821,15 +821,18 @@ class Client:
 
 @asynccontextmanager
 async def _open(client: Client) -> AsyncIterator[Client]:
+    # The supervisor is this block's own task, awaited before the block ends. Not in a
+    # TaskGroup: an exception of the app's block would come out wrapped in a group.
     started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    async with asyncio.TaskGroup() as tasks:
-        supervisor = tasks.create_task(client._run(started))
+    supervisor = asyncio.create_task(client._run(started))
+    try:
         await started  # raises if the first connection failed
-        try:
-            yield client
-        finally:
-            await asyncio.shield(client.aclose())
-            supervisor.cancel()
+        yield client
+    finally:
+        await asyncio.shield(client.aclose())
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
 
 
 def connect(

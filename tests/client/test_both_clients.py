@@ -1,0 +1,395 @@
+"""One suite of client behaviour, run against both clients: the trio client
+(``eventbus.connect``) and the asyncio one (``eventbus.asyncio.connect``).
+
+Each scenario is written once, against the client API and a small runtime (sleep,
+timeouts, background tasks, events) that each flavour provides; the test runs it
+under ``trio.run`` or ``asyncio.run``. The server is a real bus on 127.0.0.1, run by
+trio in a thread of its own, so that both flavours meet the same server over real
+sockets; the test drives it (cut a connection, hold reconnections at the
+handshake, call a client) through trio's token.
+
+Tests that only one client can have stay with it: the trio client's tests that
+use virtual time or trio's in-memory streams (eventbus.testing) are about trio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import trio
+
+import eventbus
+import eventbus.asyncio
+from eventbus import Backoff, Connection, EventBus, Recovery
+from eventbus.errors import Forbidden, LocalProtocolError, UnknownEvent
+
+FAST = Backoff(initial=0.01, cap=0.05)
+
+
+# --- the server, in a thread ------------------------------------------------------------
+
+
+class ThreadedServer:
+    """A bus served by trio in a thread of its own; ``run(fn)`` calls ``fn()`` in
+    trio (between two of its steps) and returns what it returned."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.bus = bus
+        self.port = 0
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=trio.run, args=(self._main,), daemon=True)
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(self.bus.serve, "127.0.0.1", 0)
+            self.port = listeners[0].socket.getsockname()[1]
+            self._ready.set()
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/"
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        return trio.from_thread.run_sync(fn, trio_token=self._token)
+
+    def __enter__(self) -> ThreadedServer:
+        self._thread.start()
+        assert self._ready.wait(10), "the server did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._stop is not None
+        trio.from_thread.run_sync(self._stop.set, trio_token=self._token)
+        self._thread.join(10)
+
+
+class Gate:
+    """Holds new handshakes while closed (an ``authenticate`` hook in the server)."""
+
+    def __init__(self, bus: EventBus) -> None:
+        self.open = True
+        self.waiting = 0
+        self._changed: trio.Event | None = None
+        bus.authenticate(self._wait)
+
+    async def _wait(self, request: Any) -> dict[str, Any]:
+        self.waiting += 1
+        while not self.open:
+            self._changed = trio.Event()
+            await self._changed.wait()
+        return {}
+
+    def close(self) -> None:
+        self.open = False
+        self.waiting = 0
+
+    def release(self) -> None:
+        self.open = True
+        if self._changed is not None:
+            self._changed.set()
+
+
+def make_bus(**settings: Any) -> tuple[EventBus, Gate]:
+    settings.setdefault("open_rooms", True)
+    settings.setdefault("rate", 0)
+    bus = EventBus(**settings)
+    gate = Gate(bus)
+    seen: list[Any] = []
+
+    @bus.on("echo")
+    async def echo(sock: Connection, data: Any) -> Any:
+        return data
+
+    @bus.on("note")
+    async def note(sock: Connection, data: Any) -> None:
+        seen.append(data)
+
+    @bus.on("notes")
+    async def notes(sock: Connection, data: Any) -> Any:
+        return list(seen)
+
+    @bus.on("deny")
+    async def deny(sock: Connection, data: Any) -> None:
+        raise Forbidden("not you")
+
+    @bus.on("ask")
+    async def ask(sock: Connection, data: Any) -> Any:
+        return await sock.call(data, "question?", timeout=5)
+
+    @bus.authorize_join
+    def may_join(sock: Connection, room: str) -> bool:
+        return room != "closed"
+
+    @bus.authorize_publish
+    def may_publish(sock: Connection, room: str, event: str) -> bool:
+        return room != "closed"
+
+    return bus, gate
+
+
+# --- the two runtimes -----------------------------------------------------------------
+
+
+class TrioRuntime:
+    name = "trio"
+    connect = staticmethod(eventbus.connect)
+
+    async def sleep(self, seconds: float) -> None:
+        await trio.sleep(seconds)
+
+    def timeout(self, seconds: float) -> contextlib.AbstractContextManager[Any]:
+        return trio.fail_after(seconds)
+
+    @contextlib.asynccontextmanager
+    async def group(self) -> AsyncIterator[Callable[[Callable[[], Awaitable[Any]]], None]]:
+        async with trio.open_nursery() as nursery:
+            yield lambda fn: nursery.start_soon(fn)
+
+    async def in_thread(self, fn: Callable[[], Any]) -> Any:
+        return await trio.to_thread.run_sync(fn)
+
+    def run(self, scenario: Callable[[Any], Awaitable[None]]) -> None:
+        trio.run(scenario, self)
+
+
+class AsyncioRuntime:
+    name = "asyncio"
+    connect = staticmethod(eventbus.asyncio.connect)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def timeout(self, seconds: float) -> contextlib.AbstractAsyncContextManager[Any]:
+        return asyncio.timeout(seconds)
+
+    @contextlib.asynccontextmanager
+    async def group(self) -> AsyncIterator[Callable[[Callable[[], Awaitable[Any]]], None]]:
+        async with asyncio.TaskGroup() as tasks:
+            yield lambda fn: tasks.create_task(fn())  # type: ignore[arg-type]
+
+    async def in_thread(self, fn: Callable[[], Any]) -> Any:
+        return await asyncio.to_thread(fn)
+
+    def run(self, scenario: Callable[[Any], Awaitable[None]]) -> None:
+        asyncio.run(scenario(self))  # type: ignore[arg-type]
+
+
+@contextlib.asynccontextmanager
+async def within(rt: Any, seconds: float) -> AsyncIterator[None]:
+    """A deadline in either flavour (trio's is a plain context manager)."""
+    manager = rt.timeout(seconds)
+    if hasattr(manager, "__aenter__"):
+        async with manager:
+            yield
+    else:
+        with manager:
+            yield
+
+
+@pytest.fixture(params=[TrioRuntime, AsyncioRuntime], ids=["trio", "asyncio"])
+def rt(request: pytest.FixtureRequest) -> Any:
+    return request.param()
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[ThreadedServer, Gate]]:
+    bus, gate = make_bus()
+    with ThreadedServer(bus) as server:
+        yield server, gate
+
+
+async def in_server(rt: Any, server: ThreadedServer, fn: Callable[[], Any]) -> Any:
+    """Run ``fn()`` in the server's trio thread (from a thread of the runtime's, so
+    that neither loop blocks)."""
+    return await rt.in_thread(lambda: server.run(fn))
+
+
+async def cut(rt: Any, server: ThreadedServer, sid: str | None) -> None:
+    """Drop a client's connection from the server's side, without a close frame."""
+    assert sid is not None
+    await in_server(rt, server,
+                    lambda: server.bus.connections[sid]._abort(1006, "cut", by_server=False))
+
+
+async def until(rt: Any, condition: Callable[[], bool], seconds: float = 5) -> None:
+    async with within(rt, seconds):
+        while not condition():
+            await rt.sleep(0.01)
+
+
+# --- the scenarios ------------------------------------------------------------------------
+
+
+def test_calls_answers_and_errors_with_their_codes(rt: Any, served: Any) -> None:
+    server, _ = served
+
+    async def scenario(rt: Any) -> None:
+        async with within(rt, 10), rt.connect(server.url) as client:
+            assert await client.call("echo", {"x": [1, 2]}) == {"x": [1, 2]}
+            with pytest.raises(UnknownEvent):
+                await client.call("nope")
+            with pytest.raises(Forbidden, match="not you"):
+                await client.call("deny")
+            with pytest.raises(LocalProtocolError):
+                await client.call("$reserved")
+            await client.emit("note", "one")
+            await client.emit("note", "two")
+            assert await client.call("notes") == ["one", "two"], "emits in order, before"
+            assert client.connected
+            assert client.sid is not None
+
+    rt.run(scenario)
+
+
+def test_rooms_publish_subscribe_leave_and_except_sender(rt: Any, served: Any) -> None:
+    server, _ = served
+
+    async def scenario(rt: Any) -> None:
+        async with within(rt, 10), rt.connect(server.url) as pub, \
+                rt.connect(server.url, codec="msgpack") as sub:
+            seen: list[Any] = []
+            pub.on("chat")(seen.append)
+            joined = await pub.join("lobby")
+            async with sub.subscribe("lobby") as events:
+                position = await pub.publish("lobby", "chat", {"text": "hi", "raw": "x"})
+                event = await events.__anext__()
+                assert (event.room, event.event, event.data) == (
+                    "lobby", "chat", {"text": "hi", "raw": "x"})
+                assert event.position == position
+                assert position.seq == joined.seq + 1
+            assert await pub.call("echo", 1) == 1
+            assert seen == [], "the publisher does not get its own message"
+            assert sub.rooms == frozenset()
+            with pytest.raises(Forbidden):
+                await pub.join("closed")
+            with pytest.raises(Forbidden):
+                await pub.publish("closed", "e")
+            await pub.leave("lobby")
+            assert pub.rooms == frozenset()
+
+    rt.run(scenario)
+
+
+def test_direct_events_run_handlers_and_server_calls_get_answers(rt: Any, served: Any) -> None:
+    server, _ = served
+
+    async def scenario(rt: Any) -> None:
+        async with within(rt, 10), rt.connect(server.url) as client:
+            got: list[Any] = []
+
+            @client.on("question?")
+            async def reply(data: Any) -> Any:
+                return f"answer to {data}"
+
+            @client.on("notice")
+            def notice(data: Any, incoming: Any) -> None:
+                got.append((incoming.event, incoming.room, data))
+
+            assert await client.call("ask", "question?") == "answer to question?"
+            sid = client.sid
+            await in_server(rt, server, lambda: server.bus.emit("notice", {"n": 1}, to_sid=sid))
+            await until(rt, lambda: bool(got))
+            assert got == [("notice", None, {"n": 1})]
+            with pytest.raises(UnknownEvent):
+                await client.call("ask", "unhandled")
+
+    rt.run(scenario)
+
+
+def test_a_cut_client_resumes_and_gets_what_it_missed_once(rt: Any, served: Any) -> None:
+    server, gate = served
+
+    async def scenario(rt: Any) -> None:
+        async with within(rt, 20), rt.connect(server.url) as pub, \
+                rt.connect(server.url, reconnect=FAST) as sub:
+            verdicts: list[dict[str, Recovery]] = []
+            sub.on_resume(lambda recoveries: verdicts.append(dict(recoveries)))
+            async with sub.subscribe("news") as events:
+                await in_server(rt, server, gate.close)
+                await cut(rt, server, sub.sid)
+                await until(rt, lambda: gate.waiting > 0)
+                for n in range(20):
+                    await pub.publish("news", "n", n)
+                await in_server(rt, server, gate.release)
+                got = [(await events.__anext__()).data for _ in range(20)]
+                assert got == list(range(20))
+                await until(rt, lambda: bool(verdicts))
+                recovery = verdicts[0]["news"]
+                assert (recovery.recovered, recovery.replayed) == (True, 20)
+                await pub.publish("news", "n", 20)
+                assert (await events.__anext__()).data == 20
+                assert sub.statistics()["duplicates"] == 0
+                assert sub.statistics()["reconnects"] == 1
+
+    rt.run(scenario)
+
+
+def test_publishes_made_while_away_go_out_once_after_the_resume(rt: Any, served: Any) -> None:
+    server, gate = served
+
+    async def scenario(rt: Any) -> None:
+        async with within(rt, 20), rt.connect(server.url) as sub, \
+                rt.connect(server.url, reconnect=FAST, offline_limit=3) as pub, \
+                sub.subscribe("orders") as events:
+            await in_server(rt, server, gate.close)
+            await cut(rt, server, pub.sid)
+            await until(rt, lambda: gate.waiting > 0)
+            await until(rt, lambda: not pub.connected)
+            positions: list[Any] = []
+            async with rt.group() as start:
+                for n in range(3):
+                    async def held(n: int = n) -> None:
+                        positions.append(await pub.publish("orders", "buy", n))
+                    start(held)
+                await rt.sleep(0.05)
+                with pytest.raises(eventbus.ConnectionClosed, match="offline_limit"):
+                    await pub.publish("orders", "buy", 99)
+                await in_server(rt, server, gate.release)
+            got = sorted([(await events.__anext__()).data for _ in range(3)])
+            assert got == [0, 1, 2]
+            assert len({p.seq for p in positions}) == 3
+
+    rt.run(scenario)
+
+
+def test_a_final_close_code_stops_the_client(rt: Any, served: Any) -> None:
+    server, _ = served
+
+    async def scenario(rt: Any) -> None:
+        async with within(rt, 10), rt.connect(server.url, reconnect=FAST) as client:
+            sid = client.sid
+            await in_server(rt, server, lambda: server.bus.connections[sid].close(4003, "revoked"))
+            await until(rt, lambda: client.closed)
+            with pytest.raises(eventbus.ConnectionClosed) as closed:
+                await client.call("echo", 1)
+            assert closed.value.close_code == 4003
+
+    rt.run(scenario)
+
+
+def test_a_refused_handshake_is_raised_by_connect(rt: Any) -> None:
+    bus, _ = make_bus()
+
+    @bus.authenticate
+    def nobody(request: Any) -> Any:
+        raise eventbus.HandshakeRejected(401, "who are you?")
+
+    with ThreadedServer(bus) as server:
+        async def scenario(rt: Any) -> None:
+            with pytest.raises(eventbus.HandshakeRejected) as refused:
+                async with rt.connect(server.url):
+                    pass
+            assert refused.value.status == 401
+
+        rt.run(scenario)
