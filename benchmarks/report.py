@@ -334,11 +334,12 @@ def markdown(results: dict[str, Any], png_name: str) -> str:
         with contextlib.suppress(ValueError, KeyError):
             add(metrics_markdown(json.loads(METRICS_JSON.read_text())))
 
-    # Recovery's figures come from chaos.py and instructions.py, not from this runner:
-    # their section is kept by hand beside it.
-    recovery = Path(__file__).with_name("RECOVERY.md")
-    if recovery.is_file():
-        add(recovery.read_text().rstrip() + "\n")
+    # Recovery's figures (chaos.py, instructions.py) and the clients' (client_rtt.py)
+    # do not come from this runner: their sections are kept by hand beside it.
+    for name in ("RECOVERY.md", "CLIENTS.md"):
+        kept = Path(__file__).with_name(name)
+        if kept.is_file():
+            add(kept.read_text().rstrip() + "\n")
 
     # What the numbers do not say by themselves (a missed target: why, and what
     # was tried) is written by people, in a file kept beside the runner.
