@@ -393,3 +393,142 @@ def test_a_refused_handshake_is_raised_by_connect(rt: Any) -> None:
             assert refused.value.status == 401
 
         rt.run(scenario)
+
+
+def test_hooks_for_gaps_errors_disconnects_and_the_state_a_client_shows(rt: Any) -> None:
+    bus, _ = make_bus(ping_interval=0.2, ping_timeout=5)
+
+    @bus.on("never", concurrency=4)  # in a task of its own: the others go on
+    async def never(sock: Connection, data: Any) -> None:
+        await trio.sleep_forever()
+
+    with ThreadedServer(bus) as server:
+        async def scenario(rt: Any) -> None:
+            async with within(rt, 15), rt.connect(server.url, reconnect=FAST) as client:
+                gaps: list[Any] = []
+                errors: list[Any] = []
+                lost: list[Any] = []
+                client.on_gap(lambda room, count: gaps.append((room, count)))
+                client.on_error(errors.append)
+                client.on_disconnect(lost.append)
+                async with client.subscribe("feed") as events:
+                    await in_server(rt, server, lambda: server.bus._router.lost("feed", 3))
+                    await until(rt, lambda: bool(gaps))
+                    assert gaps == [("feed", 3)]
+                    assert events.missed == 3
+                    assert client.statistics()["missed"] == 3
+                    with pytest.raises((asyncio.QueueEmpty, trio.WouldBlock)):
+                        events.receive_nowait()
+                await client.emit("nope")  # no ack id: its error comes to the hook
+                await until(rt, lambda: bool(errors))
+                assert isinstance(errors[0], UnknownEvent)
+                with pytest.raises(eventbus.CallTimeout):
+                    await client.call("never", timeout=0.1)
+                # A handler may emit, but not wait for an answer (its reader would).
+                inside: list[BaseException] = []
+
+                @client.on("poke")
+                async def poke(data: Any) -> None:
+                    try:
+                        await client.call("echo", 1)
+                    except RuntimeError as exc:
+                        inside.append(exc)
+
+                sid = client.sid
+                await in_server(rt, server, lambda: server.bus.emit("poke", None, to_sid=sid))
+                await until(rt, lambda: bool(inside))
+                await rt.sleep(0.5)  # server pings (0.2 s) keep a quiet connection alive
+                assert client.connected
+                assert client.codec == "json"
+                assert client.options is not None
+                assert client.options.ping_interval == 200
+                assert client.generation == 1
+                assert client.recoveries == {}
+                assert "connected" in repr(client)
+                await client.join("r")
+                assert set(client.positions) == {"r"}
+                await cut(rt, server, client.sid)
+                await until(rt, lambda: bool(lost) and client.connected)
+                assert lost[0].close_code == 1006
+            assert client.closed
+            with pytest.raises(eventbus.ConnectionClosed):
+                await client.call("echo", 1)
+
+        rt.run(scenario)
+
+
+def test_a_server_that_cannot_resume_gets_the_rooms_joined_again(rt: Any) -> None:
+    # Tokens that expire at once: every RESUME fails, and a publish whose answer was
+    # lost is not sent again into a new session.
+    bus, _ = make_bus(resume_ttl=1e-6)
+    cuts: list[str] = []
+
+    @bus.authorize_publish
+    def cut_once(sock: Connection, room: str, event: str) -> bool:
+        if event == "pay" and not cuts:
+            cuts.append(sock.sid)
+            sock._abort(1006, "cut", by_server=False)
+        return True
+
+    with ThreadedServer(bus) as server:
+        async def scenario(rt: Any) -> None:
+            async with within(rt, 15), rt.connect(server.url, reconnect=FAST) as client:
+                seen: list[dict[str, Recovery]] = []
+                client.on_resume(lambda recoveries: seen.append(dict(recoveries)))
+                await client.join("chat")
+                with pytest.raises(eventbus.ConnectionClosed, match="new session"):
+                    await client.publish("chat", "pay", 1)
+                await until(rt, lambda: bool(seen))
+                recovery = seen[0]["chat"]
+                assert (recovery.recovered, recovery.reason) == (False, "resume_failed")
+                assert recovery.position == client.positions["chat"]
+                assert client.generation == 2
+
+        rt.run(scenario)
+
+
+def test_a_publish_whose_answer_was_lost_is_sent_again_and_applied_once(rt: Any) -> None:
+    bus, _ = make_bus(max_pending=1)
+    cuts: list[str] = []
+
+    @bus.authorize_publish
+    def cut_once(sock: Connection, room: str, event: str) -> bool:
+        if event == "pay" and not cuts:
+            cuts.append(sock.sid)
+            sock._abort(1006, "cut", by_server=False)
+        return True
+
+    with ThreadedServer(bus) as server:
+        async def scenario(rt: Any) -> None:
+            async with within(rt, 15), rt.connect(server.url) as sub, \
+                    rt.connect(server.url, reconnect=FAST) as pub, \
+                    sub.subscribe("ledger") as events:
+                position = await pub.publish("ledger", "pay", {"amount": 10})
+                assert cuts, "the first answer was lost"
+                first = await events.__anext__()
+                assert first.position == position
+                # max_pending 1: two at once, the second waits for the first's slot.
+                async with rt.group() as start:
+                    for n in range(2):
+                        async def note(n: int = n) -> None:
+                            await pub.publish("ledger", "note", n)
+                        start(note)
+                notes = sorted([(await events.__anext__()).data for _ in range(2)])
+                assert notes == [0, 1], "the payment once, then the notes"
+
+        rt.run(scenario)
+
+
+def test_connecting_to_nothing_fails_at_once(rt: Any) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    async def scenario(rt: Any) -> None:
+        with pytest.raises(eventbus.ConnectionClosed, match="connect"):
+            async with rt.connect(f"ws://127.0.0.1:{port}/"):
+                pass
+
+    rt.run(scenario)
