@@ -809,10 +809,10 @@ class Client:
                     await pong
                 link.last_heard = loop.time()
                 continue
+            except TimeoutError:  # first: TimeoutError is an OSError
+                pass
             except (websockets.exceptions.ConnectionClosed, OSError):
                 return  # the reader reports it
-            except TimeoutError:
-                pass
             await self._lose(link, ConnectionClosed(
                 f"{self._target} was silent for {interval + timeout:g} s (ping_interval + "
                 "ping_timeout): the connection is dead", close_code=1006))

@@ -28,8 +28,10 @@ from functools import partial
 from typing import TypeAlias, cast
 from urllib.parse import urlsplit
 
+import h11
 import trio
 import trio_websocket
+import wsproto.utilities
 
 from ..errors import ConnectionClosed, EventBusError, HandshakeRejected
 
@@ -195,6 +197,10 @@ def _convert(exc: BaseException, target: str) -> Exception | None:
         return ConnectionClosed(f"connection to {target} lost: {_os_text(exc)}")
     if isinstance(exc, trio.BrokenResourceError | trio.ClosedResourceError):
         return ConnectionClosed(f"connection to {target} lost")
+    if isinstance(exc, h11.ProtocolError | wsproto.utilities.ProtocolError):
+        # trio-websocket lets these through when a server breaks the opening
+        # handshake (a subprotocol that was not offered, say).
+        return ConnectionClosed(f"the handshake with {target} failed: {exc}")
     return None
 
 

@@ -532,3 +532,231 @@ def test_connecting_to_nothing_fails_at_once(rt: Any) -> None:
                 pass
 
     rt.run(scenario)
+
+
+def test_handlers_of_room_events_failing_handlers_and_unencodable_answers(rt: Any) -> None:
+    bus, _ = make_bus()
+    answers: list[Any] = []
+
+    @bus.on("ask_binary")
+    async def ask_binary(sock: Connection, data: Any) -> Any:
+        try:
+            return await sock.call("give_bytes", None, timeout=5)
+        except eventbus.RequestError as exc:
+            answers.append(exc.code)
+            return exc.code
+
+    with ThreadedServer(bus) as server:
+        async def scenario(rt: Any) -> None:
+            async with within(rt, 15), rt.connect(server.url) as pub, \
+                    rt.connect(server.url) as sub:
+                seen: list[Any] = []
+
+                @sub.on("chat")
+                def on_chat(data: Any, incoming: Any) -> None:
+                    seen.append((incoming.room, data))
+
+                @sub.on("boom")
+                def on_boom(data: Any) -> None:
+                    raise ValueError("a bug in the app")
+
+                @sub.on("give_bytes")
+                def give_bytes(data: Any) -> Any:
+                    return b"\x00"  # JSON cannot carry it
+
+                async with sub.subscribe("lobby") as events:
+                    await pub.publish("lobby", "boom", 1)  # its handler fails: logged
+                    await pub.publish("lobby", "chat", "hi")
+                    assert (await events.__anext__()).event == "boom"
+                    await until(rt, lambda: bool(seen))
+                    assert seen == [("lobby", "hi")]
+                    # Buffered before its handler ran.
+                    assert events.receive_nowait().event == "chat"
+                    # Held by the subscription: leave() keeps it until the block ends.
+                    await sub.join("lobby")
+                    await sub.leave("lobby")
+                    assert "lobby" in sub.rooms
+                assert await sub.call("ask_binary") == "unencodable"
+                await sub.emit("nope")  # an error without ack id, and no hook: logged
+                await in_server(rt, server, lambda: server.bus._router.lost("x", 1))
+                with pytest.raises(ValueError, match="at least one room"):
+                    async with sub.subscribe():
+                        pass
+
+        rt.run(scenario)
+
+
+@pytest.mark.parametrize("resumable", [True, False], ids=["resumed", "joined-again"])
+def test_rooms_refused_after_a_reconnect_are_dropped_and_reported(
+        rt: Any, resumable: bool) -> None:
+    bus, _ = make_bus(**({} if resumable else {"resume_ttl": 1e-6}))
+    refused: set[str] = set()
+
+    @bus.authorize_join
+    def may_join(sock: Connection, room: str) -> bool:
+        return room not in refused
+
+    with ThreadedServer(bus) as server:
+        async def scenario(rt: Any) -> None:
+            async with within(rt, 15), rt.connect(server.url, reconnect=FAST) as client:
+                errors: list[Any] = []
+                seen: list[dict[str, Recovery]] = []
+                client.on_error(errors.append)
+                client.on_resume(lambda recoveries: seen.append(dict(recoveries)))
+                await client.join("kept")
+                await client.join("flaky")
+                refused.add("flaky")
+                async with client.subscribe("closing") as events:
+                    await cut(rt, server, client.sid)
+                    await until(rt, lambda: bool(seen))
+                    assert client.rooms == frozenset({"kept", "closing"})
+                    reason = "forbidden" if resumable else "resume_failed"
+                    assert seen[0]["flaky"].reason == reason
+                    if not resumable:
+                        assert isinstance(errors[0], Forbidden)  # the JOIN's error
+                    sid = client.sid
+                    await in_server(rt, server,
+                                    lambda: server.bus.connections[sid].close(4003, "no"))
+                    with pytest.raises(eventbus.ConnectionClosed):
+                        await events.__anext__()
+
+        rt.run(scenario)
+
+
+def test_arguments_that_cannot_work_are_refused() -> None:
+    import ssl
+
+    for connect in (eventbus.connect, eventbus.asyncio.connect):
+        with pytest.raises(ValueError, match="wss"):
+            connect("ws://127.0.0.1:1/", ssl_context=ssl.create_default_context())
+
+
+class RawServer:
+    """A WebSocket server written by hand on a plain socket, in a thread, for the
+    servers a real bus never is: it upgrades (choosing ``subprotocol``), sends
+    ``first`` (an already framed message, or nothing), then reads nothing at all
+    (a ping from the client is never answered)."""
+
+    def __init__(self, subprotocol: str, first: bytes) -> None:
+        import socket
+
+        self._subprotocol = subprotocol
+        self._first = first
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        import base64
+        import hashlib
+
+        # Short waits: closing a listener from another thread does not wake accept().
+        self._listener.settimeout(0.05)
+        conns = []
+        try:
+            while not self._done.is_set():
+                try:
+                    conn, _ = self._listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                conn.settimeout(5)
+                conns.append(conn)
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(4096)
+                key = next(line.split(b":", 1)[1].strip() for line in request.split(b"\r\n")
+                           if line.lower().startswith(b"sec-websocket-key"))
+                accept = base64.b64encode(hashlib.sha1(
+                    key + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
+                conn.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+                             b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept
+                             + b"\r\nSec-WebSocket-Protocol: "
+                             + self._subprotocol.encode() + b"\r\n\r\n" + self._first)
+        finally:
+            for conn in conns:
+                conn.close()
+
+    def __enter__(self) -> RawServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(5)
+        self._listener.close()
+
+
+def text_frame(text: str) -> bytes:
+    payload = text.encode()
+    assert len(payload) < 65536
+    if len(payload) < 126:
+        return bytes([0x81, len(payload)]) + payload
+    return bytes([0x81, 126]) + len(payload).to_bytes(2, "big") + payload
+
+
+WELCOME = ('[0,"raw1","' + "t" * 43 + '",{"ping_interval":200,"ping_timeout":200,'
+           '"max_frame":1048576,"max_name":128,"max_rooms":100,"max_pending":64,"rate":0,'
+           '"burst":0}]')
+
+
+@pytest.mark.parametrize(("subprotocol", "first", "says"), [
+    ("eventbus.v1.json", b"", "no welcome"),
+    ("eventbus.v1.json", text_frame('[2,"early",null]'), "before its welcome"),
+    ("other.protocol", b"", "handshake|subprotocol|connection"),
+])
+def test_a_server_that_breaks_the_opening_is_refused(
+        rt: Any, subprotocol: str, first: bytes, says: str) -> None:
+    with RawServer(subprotocol, first) as server:
+        async def scenario(rt: Any) -> None:
+            with pytest.raises(eventbus.ConnectionClosed, match=says):
+                async with rt.connect(f"ws://127.0.0.1:{server.port}/", connect_timeout=0.5,
+                                      close_timeout=0.2):
+                    pass
+
+        rt.run(scenario)
+
+
+def test_a_server_that_stops_answering_pings_is_declared_dead(rt: Any) -> None:
+    with RawServer("eventbus.v1.json", text_frame(WELCOME)) as server:
+        async def scenario(rt: Any) -> None:
+            async with within(rt, 10), rt.connect(
+                    f"ws://127.0.0.1:{server.port}/", reconnect=False,
+                    close_timeout=0.2) as client:
+                lost: list[Any] = []
+                client.on_disconnect(lost.append)
+                # 0.2 s of silence, a ping, 0.2 s without its pong: dead.
+                await until(rt, lambda: client.closed, 5)
+                assert "silent" in str(lost[0])
+
+        rt.run(scenario)
+
+
+def test_names_are_checked_against_the_servers_max_name_and_reconnects_retry(rt: Any) -> None:
+    bus, gate = make_bus(max_name=16)
+    attempts: list[int] = []
+
+    @bus.authenticate
+    async def once_busy(request: Any) -> dict[str, Any]:
+        attempts.append(1)
+        if len(attempts) == 2:  # the first reconnection attempt: refused, retried
+            raise eventbus.HandshakeRejected(503, "busy")
+        return {}
+
+    with ThreadedServer(bus) as server:
+        async def scenario(rt: Any) -> None:
+            async with within(rt, 15), rt.connect(server.url, reconnect=FAST) as client:
+                with pytest.raises(LocalProtocolError):
+                    await client.join("a-room-name-longer-than-16")
+                reconnected: list[int] = []
+                client.on_reconnect(lambda: reconnected.append(1))
+                await cut(rt, server, client.sid)
+                await until(rt, lambda: bool(reconnected))
+                assert len(attempts) == 3
+                await client.aclose()
+                await client.aclose()  # idempotent
+                assert client.closed
+
+        rt.run(scenario)
