@@ -735,7 +735,7 @@ def test_a_server_that_stops_answering_pings_is_declared_dead(rt: Any) -> None:
 
 
 def test_names_are_checked_against_the_servers_max_name_and_reconnects_retry(rt: Any) -> None:
-    bus, gate = make_bus(max_name=16)
+    bus, _ = make_bus(max_name=16)
     attempts: list[int] = []
 
     @bus.authenticate
