@@ -54,15 +54,17 @@ class EmbeddedBus:
     the matching :class:`~eventbus.EventBus` method in trio and returns (or raises)
     what it did; even the bus's plain methods (``emit``, ``statistics``, ...) are
     coroutines here, since their answer can only come back once trio has run them.
-    Cancelling the asyncio task that awaits a method cancels the trio task doing
-    its work, and the method returns (by raising ``CancelledError``) once that task
-    has ended.
+    Cancelling the asyncio task that awaits one that waits in trio (``publish``,
+    ``call``, ``all_members``, :meth:`run`) cancels the trio task doing its work, and
+    the method raises ``CancelledError`` once that task has ended; a plain one
+    (``emit``, ``statistics``, :meth:`run_sync`, ...) runs to its end at trio's next
+    step either way.
 
     Once the ``run_bus`` block has ended (or the bus stopped by itself), every
     method raises :exc:`RuntimeError`. A request that the bus's stop cuts short
     raises :class:`~eventbus.Unavailable`.
 
-    .. versionadded:: 0.1.0
+    .. versionadded:: 0.2.0
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, bus: EventBus) -> None:
@@ -467,6 +469,6 @@ def run_bus(
     Raises:
         RuntimeError: a trio run is already active in this thread.
 
-    .. versionadded:: 0.1.0
+    .. versionadded:: 0.2.0
     """
     return _BusRun(bus, host, port, serve_options)

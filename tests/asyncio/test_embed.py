@@ -518,6 +518,8 @@ async def test_a_second_run_bus_in_the_same_thread_raises_runtimeerror() -> None
         with pytest.raises(RuntimeError, match="one trio guest run at a time"):
             async with embedded():
                 raise AssertionError("entered")
+        with pytest.raises(RuntimeError, match="inside a run"):
+            trio.run(trio.lowlevel.checkpoint)  # trio's own refusal, as the docs say
         assert (await running.health())[0] == 200  # the first one serves on
 
 
