@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -523,8 +524,22 @@ async def test_a_second_run_bus_in_the_same_thread_raises_runtimeerror() -> None
         assert (await running.health())[0] == 200  # the first one serves on
 
 
-async def test_embedding_is_loaded_on_first_use_only() -> None:
+async def test_embedding_is_loaded_on_first_use_only_and_needs_no_websockets() -> None:
     import eventbus.asyncio.embed
 
     assert eventbus.asyncio.run_bus is eventbus.asyncio.embed.run_bus
     assert eventbus.asyncio.EmbeddedBus is eventbus.asyncio.embed.EmbeddedBus
+    # In a fresh interpreter: the package alone loads neither the embedding nor the
+    # client; the embedding loads trio, not the client's websockets.
+    check = (
+        "import sys, eventbus.asyncio\n"
+        "assert 'eventbus.asyncio.embed' not in sys.modules\n"
+        "assert 'eventbus.asyncio.client' not in sys.modules\n"
+        "from eventbus.asyncio import run_bus\n"
+        "assert 'trio' in sys.modules\n"
+        "assert 'websockets' not in sys.modules, 'websockets loaded'\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", check, stderr=asyncio.subprocess.PIPE)
+    _, stderr = await process.communicate()
+    assert process.returncode == 0, stderr.decode()
