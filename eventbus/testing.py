@@ -1,7 +1,7 @@
 """Test helpers: clients connected to a bus in the same process, with no sockets.
 
 ``async with eventbus.testing.connect(bus) as client:`` connects a real
-:class:`~eventbus.client.Client` to ``bus`` over a
+:class:`~eventbus.Client` to ``bus`` over a
 :func:`trio.testing.memory_stream_pair`: the bus serves its end with
 :meth:`EventBus.handle_stream <eventbus.EventBus.handle_stream>` in a nursery
 owned by the connection, exactly as it would serve a TCP connection, from the
@@ -56,7 +56,7 @@ def memory_opener(
 ) -> Opener:
     """An opener that connects to ``bus`` over a new in-memory stream pair each time.
 
-    Use it to build a :class:`~eventbus.client.Client` with a custom opener, or
+    Use it to build a :class:`~eventbus.Client` with a custom opener, or
     see :func:`connect` for the common case.
     """
 

@@ -33,7 +33,8 @@ def test_cut_subscribers_get_every_message_once_in_order_on_one_node() -> None:
     result = run_chaos("--subscribers", "8", "--messages", "400", "--rate", "400",
                        "--cuts-per-second", "15")
     assert result["cuts"], "the run cut connections"
-    assert result["resumes"] == result["cuts"]
+    # A subscriber cut after its last message may end before it resumes.
+    assert 0 < result["resumes"] <= result["cuts"]
     assert result["not_recovered_count"] == 0
     assert result["duplicates_dropped_by_clients"] == 0, "the server sent no repeat"
     assert (result["missing"], result["out_of_order_or_repeated"]) == (0, 0)

@@ -83,3 +83,16 @@ def test_protocol_re_exports_are_the_same_objects() -> None:
 def test_version() -> None:
     assert isinstance(eventbus.__version__, str)
     assert re.fullmatch(r"\d+\.\d+\.\d+\S*", eventbus.__version__)
+
+
+def test_the_client_package_loads_its_io_layer_on_first_use() -> None:
+    import eventbus.client
+
+    assert eventbus.client.Client is eventbus.Client
+    assert eventbus.client.Subscription is eventbus.Subscription
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        eventbus.client.nope  # noqa: B018
+    import eventbus.asyncio
+
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        eventbus.asyncio.nope  # noqa: B018
