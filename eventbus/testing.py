@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING
 
 import trio
 import trio.testing
@@ -41,8 +40,9 @@ from .client.transport import (
     open_websocket_over,
 )
 
-if TYPE_CHECKING:
-    from .server import EventBus
+# Imported for real, not only for type checking: the docs resolve the annotations
+# with typing.get_type_hints, and an unresolved one would leave a bare name.
+from .server import EventBus
 
 __all__ = ["check_adapter", "connect", "memory_opener"]
 

@@ -120,12 +120,12 @@ def _convert(exc: BaseException, target: str) -> EventBusError:
         body = response.body.decode("utf-8", "replace").strip() if response.body else ""
         return HandshakeRejected(response.status_code, body)
     if isinstance(exc, websockets.exceptions.ConnectionClosed):
+        # The message says what happened; str() of the error adds the close code.
         frame = exc.rcvd or exc.sent
         if frame is None:
-            return ConnectionClosed(f"connection to {target} lost (close code 1006)",
-                                    close_code=1006)
-        return ConnectionClosed(f"connection closed (close code {frame.code})",
-                                close_code=frame.code, reason=frame.reason)
+            return ConnectionClosed(f"connection to {target} lost", close_code=1006)
+        return ConnectionClosed("connection closed", close_code=frame.code,
+                                reason=frame.reason)
     if isinstance(exc, TimeoutError):
         return ConnectionClosed(f"timed out connecting to {target}")
     if isinstance(exc, OSError):

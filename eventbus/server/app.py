@@ -570,18 +570,25 @@ class EventBus:
         """Serve on listeners you opened; see :meth:`serve`. ``ops_listeners``
         answer only ``/metrics``, ``/health`` and ``/live`` (see ``metrics_port``)."""
         self.ops_listeners = list(ops_listeners)
-        async with trio.open_nursery() as ops:
-            # The operations port answers during the drain too (/health: 503).
-            for listener in ops_listeners:
-                ops.start_soon(self._accept, listener, ops, self._answer_ops)
-            async with self.running() as connections, trio.open_nursery() as accepting:
-                for listener in listeners:
-                    accepting.start_soon(self._accept, listener, connections,
-                                         self.handle_stream)
-                task_status.started(listeners)
-                await self.wait_shutdown()
-                accepting.cancel_scope.cancel()
-            ops.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as ops:
+                # The operations port answers during the drain too (/health: 503).
+                for listener in ops_listeners:
+                    ops.start_soon(self._accept, listener, ops, self._answer_ops)
+                async with self.running() as connections, trio.open_nursery() as accepting:
+                    for listener in listeners:
+                        accepting.start_soon(self._accept, listener, connections,
+                                             self.handle_stream)
+                    task_status.started(listeners)
+                    await self.wait_shutdown()
+                    accepting.cancel_scope.cancel()
+                ops.cancel_scope.cancel()
+        finally:
+            # Stopped before they were served (cancelled while the adapter started,
+            # say): a listener nobody accepts on must still be closed.
+            with trio.CancelScope(shield=True):
+                for listener in (*listeners, *ops_listeners):
+                    await trio.aclose_forcefully(listener)
 
     async def _answer_ops(self, stream: trio.abc.Stream) -> None:
         """Answer a request on the operations port: /metrics, /health or /live."""

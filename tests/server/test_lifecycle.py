@@ -343,3 +343,24 @@ async def test_shutdown_does_not_wait_for_a_handler_past_drain_timeout() -> None
                 assert await close_code(client) == 1001
                 assert trio.current_time() - start >= 0.15
         # the nursery exited: serve returned
+
+
+async def test_listeners_are_closed_when_serve_is_cancelled_before_it_serves() -> None:
+    import socket
+
+    from eventbus.adapters import MemoryAdapter
+
+    class Stuck(MemoryAdapter):
+        async def run(self, node: Any, *, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            await trio.sleep_forever()  # never says it started
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    bus = EventBus(adapter=Stuck())
+    with trio.move_on_after(0.2):
+        await bus.serve("127.0.0.1", port)
+    # Had the listener stayed open, listening on the port again would fail.
+    listeners = await trio.open_tcp_listeners(port, host="127.0.0.1")
+    for listener in listeners:
+        await listener.aclose()
