@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
+import pytest
+
 from eventbus.adapters import Adapter, MemoryAdapter, MemoryHub
 from eventbus.testing import check_adapter
 
@@ -17,3 +19,44 @@ async def on_one_hub(count: int) -> AsyncIterator[Sequence[Adapter]]:
 
 async def test_the_memory_adapter_passes_the_conformance_suite() -> None:
     await check_adapter(on_one_hub)
+
+
+def test_outside_trio_a_message_is_timed_at_zero_and_odd_data_has_a_size() -> None:
+    from eventbus.adapters import Envelope, memory
+
+    assert memory._now() == 0.0  # server code called before trio.run (a test's setup)
+    assert memory._size(Envelope("r", "e", object())) == 1024
+    assert memory._size(Envelope("r", "e", [1, "two"])) > 16
+
+
+async def test_a_room_nobody_uses_is_forgotten_an_hour_after_its_history_ended(
+        autojump_clock: object) -> None:
+    import trio
+
+    from eventbus.adapters import Envelope, HistoryBounds, Signal, SignalKind
+    from eventbus.adapters.conformance import RecordingNode
+
+    hub = MemoryHub()
+    adapter = MemoryAdapter(hub)
+    node = RecordingNode("n1")
+    node.bounds = HistoryBounds(10, 5.0, 1 << 20)
+    assert repr(adapter) == "<MemoryAdapter unstarted>"
+    async with trio.open_nursery() as nursery:
+        await nursery.start(adapter.run, node)
+        assert repr(adapter) == "<MemoryAdapter n1>"
+        with pytest.raises(RuntimeError, match="another node"):
+            adapter.attach(RecordingNode("n2"))
+        kept = adapter.publish_nowait(Envelope("quiet", "e", 1))
+        assert kept.kept
+        assert "quiet" in hub._rooms, "kept with no node in it: it has history"
+        await trio.sleep(60 * 30)
+        assert "quiet" in hub._rooms, "its position outlives its history for an hour"
+        assert not hub._rooms["quiet"].history
+        await trio.sleep(60 * 40)
+        assert "quiet" not in hub._rooms
+        # Rooms nobody is in: nothing to signal, nobody to list, a fresh position.
+        assert await adapter.members("nowhere") == []
+        assert await adapter.signal(Signal(SignalKind.CALL, "n1", [], room="nowhere")) == 0
+        assert (await adapter.position("nowhere")).seq == 0
+        nursery.cancel_scope.cancel()
+    assert adapter.state.value == "idle"
