@@ -133,6 +133,19 @@ def _convert(exc: BaseException, target: str) -> EventBusError:
     return ConnectionClosed(f"the connection to {target} failed: {exc!r}")
 
 
+async def _discard(ws: ClientConnection, wait: float) -> None:
+    """Close a connection: the closing handshake for ``wait`` seconds at most, then the
+    TCP connection at once, whatever the peer does (a server that never answers the
+    close frame must not leave the socket open)."""
+    try:
+        async with asyncio.timeout(wait):
+            await ws.close()
+    except (websockets.exceptions.WebSocketException, OSError):  # TimeoutError too
+        pass
+    finally:
+        ws.transport.abort()
+
+
 class _Pending:
     __slots__ = ("future", "position_of")
 
@@ -527,10 +540,7 @@ class Client:
         self._closing = True
         link = self._current
         if link is not None and link.error is None:
-            with contextlib.suppress(websockets.exceptions.WebSocketException, OSError,
-                                     TimeoutError):
-                async with asyncio.timeout(self.close_timeout):
-                    await link.ws.close()
+            await _discard(link.ws, self.close_timeout)
         await self._finish(ConnectionClosed(
             f"the client closed its connection to {self._target}", close_code=CloseCode.NORMAL))
 
@@ -572,8 +582,7 @@ class Client:
                 assert link.error is not None
                 error = link.error
                 self._current = None
-                with contextlib.suppress(Exception):
-                    await link.ws.close()
+                await _discard(link.ws, self.close_timeout)
                 if self.backoff is not None and loop.time() - link.began >= \
                         self.backoff.reset_after:
                     failures = 0
@@ -624,7 +633,7 @@ class Client:
                 raise _convert(exc, self._target) from exc
             welcome = read_welcome(codec, message, self._target)
         except BaseException:
-            await ws.close()
+            await _discard(ws, self.close_timeout)
             raise
         link = _Link(ws, LinkCore(codec, welcome), self._target)
         self._current = link

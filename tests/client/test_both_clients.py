@@ -760,3 +760,39 @@ def test_names_are_checked_against_the_servers_max_name_and_reconnects_retry(rt:
                 assert client.closed
 
         rt.run(scenario)
+
+
+def test_packets_a_server_should_not_send_are_ignored(rt: Any) -> None:
+    quiet = WELCOME.replace('"ping_interval":200', '"ping_interval":0')
+    frames = text_frame(quiet) + text_frame('[99,"what"]') + text_frame(quiet)
+    with RawServer("eventbus.v1.json", frames) as server:
+        async def scenario(rt: Any) -> None:
+            async with within(rt, 10), rt.connect(
+                    f"ws://127.0.0.1:{server.port}/", reconnect=False,
+                    close_timeout=0.2) as client:
+                # An invalid packet and a second WELCOME: logged and ignored; with
+                # ping_interval 0 there is no heartbeat to declare the server dead.
+                await rt.sleep(0.3)
+                assert client.connected
+                assert client.options is not None
+                assert client.options.ping_interval == 0
+
+        rt.run(scenario)
+
+
+def test_an_operation_waits_wait_reconnect_then_fails(rt: Any, served: Any) -> None:
+    server, gate = served
+
+    async def scenario(rt: Any) -> None:
+        async with within(rt, 10), rt.connect(server.url, reconnect=FAST,
+                                              wait_reconnect=0.2) as client:
+            await in_server(rt, server, gate.close)
+            await cut(rt, server, client.sid)
+            await until(rt, lambda: not client.connected)
+            with pytest.raises(eventbus.ConnectionClosed, match="no reconnection within"):
+                await client.call("echo", 1)
+            await in_server(rt, server, gate.release)
+            await until(rt, lambda: client.connected)
+            assert await client.call("echo", 2) == 2
+
+    rt.run(scenario)
