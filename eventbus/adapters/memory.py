@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import msgpack
 import trio
@@ -44,13 +45,6 @@ ROOM_KEEP = 3600.0
 _SWEEP_INTERVAL = 60.0
 
 
-def _now() -> float:
-    try:
-        return trio.current_time()
-    except RuntimeError:  # server code called outside trio.run (a test's setup)
-        return 0.0
-
-
 def _size(envelope: Envelope) -> int:
     """What a message counts against a history's ``max_bytes``."""
     try:
@@ -72,7 +66,7 @@ class _Entry:
 class _Room:
     __slots__ = ("bounds", "bytes", "epoch", "history", "ids", "nodes", "seq", "used")
 
-    def __init__(self) -> None:
+    def __init__(self, now: float) -> None:
         self.epoch = secrets.token_urlsafe(6)
         self.seq = 0
         # Subscribed nodes in subscription order, as an ordered set.
@@ -83,7 +77,7 @@ class _Room:
         # Publish ids of the kept messages: (session, publish id) -> seq.
         self.ids: dict[tuple[str, int], int] = {}
         # When it was last published to (or made), and the bounds it was kept under.
-        self.used = _now()
+        self.used = now
         self.bounds: HistoryBounds | None = None
 
     def keep(self, entry: _Entry, bounds: HistoryBounds) -> None:
@@ -122,7 +116,10 @@ class MemoryHub:
     emptied.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        #: What message ages are measured with. Not trio's clock: each trio run starts
+        #: it at a random offset, and a hub outlives the run of a bus that restarts.
+        self.clock = clock
         self._rooms: dict[str, _Room] = {}
         self._nodes: dict[str, MemoryAdapter] = {}
         #: The secret the nodes on this hub share (resume tokens).
@@ -131,7 +128,7 @@ class MemoryHub:
     def _room(self, name: str) -> _Room:
         room = self._rooms.get(name)
         if room is None:
-            room = self._rooms[name] = _Room()
+            room = self._rooms[name] = _Room(self.clock())
         return room
 
     def sweep(self, now: float) -> None:
@@ -182,7 +179,7 @@ class MemoryAdapter(Adapter):
         try:
             while True:
                 await trio.sleep(_SWEEP_INTERVAL)
-                self.hub.sweep(trio.current_time())
+                self.hub.sweep(self.hub.clock())
         finally:
             # A node that stops serving is gone for the others at once.
             self.hub._nodes.pop(node.node_id, None)
@@ -241,7 +238,7 @@ class MemoryAdapter(Adapter):
             if bounds is None:
                 return Published(Position(secrets.token_urlsafe(6), 0), 0)
             found = self.hub._room(envelope.room)
-        now = _now()
+        now = self.hub.clock()
         found.used = now
         if bounds is not None:
             if envelope.publish_id is not None and envelope.sender is not None:
@@ -270,7 +267,7 @@ class MemoryAdapter(Adapter):
         found = self.hub._rooms.get(room)
         if found is None:
             return HistoryPage(Position(secrets.token_urlsafe(6), 0), 1, [])
-        found.trim(bounds, _now())
+        found.trim(bounds, self.hub.clock())
         history = found.history
         first = history[0].seq if history else found.seq + 1
         position = Position(found.epoch, found.seq)

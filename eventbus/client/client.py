@@ -303,10 +303,11 @@ class Client(Session):
         the reconnection (again after each one, until answered), with the same
         publish id, so that the server applies it once (PROTOCOL.md section 6.6). It
         raises ``ConnectionClosed`` instead of risking a second copy when the server
-        could not resume the session, or when the RESUME said the room keeps no
-        history (publish ids apply only with history). A room the client is not in
-        gets no verdict, so a publish to one is sent again regardless: if such a room
-        keeps no history, it may then apply twice. While disconnected, waits for the
+        could not resume the session, or when the RESUME said the room was not
+        recovered (a publish id holds only while its first message is in the room's
+        history). A room the client is not in gets no verdict, so a publish to one is
+        sent again regardless: if such a room keeps no history, or its history moved
+        on, it may then apply twice. While disconnected, waits for the
         connection as :meth:`call` does.
 
         Returns:

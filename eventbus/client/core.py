@@ -411,7 +411,10 @@ class SessionState:
         if sent_on != self.generation:
             return "the server started a new session"
         recovery = self.recoveries.get(room)
-        if recovery is not None and recovery.reason == "history_off":
-            # No history, no publish ids: sending it again could apply it twice.
-            return "the room keeps no history"
+        if recovery is not None and not recovery.recovered:
+            # A publish id holds only while its first message is in the room's
+            # history: no history, or history that moved on, could apply it twice.
+            if recovery.reason == "history_off":
+                return "the room keeps no history"
+            return f"the room was not recovered ({recovery.reason})"
         return None

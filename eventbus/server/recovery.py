@@ -161,8 +161,15 @@ class Recovery:
                 # has delivered more since (those are in history too: read on).
                 here = router.rooms.get(room)
                 known = here.position if here is not None else None
-                if known is None or known.epoch != epoch or known.seq <= last:
+                if known is not None and known.epoch != epoch:
+                    # The node went on in a new epoch meanwhile (Redis lost the room).
+                    return self._live(conn, room, NotRecovered.EPOCH_CHANGED, known)
+                if known is None or known.seq <= last:
                     break
+                if not page.messages:
+                    # The node delivered more than history gives back (entries this
+                    # version cannot read): reading again would loop.
+                    return self._live(conn, room, NotRecovered.WINDOW_EXCEEDED, known)
             if last - position.seq > 2 * limit:
                 # The room outruns a client that reads: it would never catch up.
                 conn.close(CloseCode.SLOW_CONSUMER, "cannot catch up with the room's replay")
@@ -180,6 +187,14 @@ class Recovery:
     def _live(self, conn: Connection, room: str, reason: NotRecovered,
               position: Position) -> Verdict:
         # Joined at the room's position: what the node delivers late up to it skips
-        # this connection, as for any JOIN answered with that position.
-        self._bus._router.go_live(conn, room, position)
+        # this connection, as for any JOIN answered with that position. The node may
+        # have delivered beyond it while the connection waited (skipping it): then
+        # it goes live from there, and the verdict says so, so that nothing after
+        # the position it is told goes missing.
+        router = self._bus._router
+        here = router.rooms.get(room)
+        known = here.position if here is not None else None
+        if known is not None and (known.epoch != position.epoch or known.seq > position.seq):
+            position = known
+        router.go_live(conn, room, position)
         return _not_recovered(reason, position)

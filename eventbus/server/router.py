@@ -350,11 +350,16 @@ class Router:
             if added:
                 self.leave(conn, room)  # all or nothing: not half in the room
             raise
+        self._update_position(room, position)
+        return position
+
+    def _update_position(self, room: str, position: Position) -> None:
+        """What the adapter says of a room's position, once this node is subscribed
+        to it: the node's record of the room moves to it (deliveries move it on)."""
         found = self.rooms.get(room)
         if found is not None and (found.position is None or found.position.epoch != position.epoch
                                   or found.position.seq < position.seq):
             found.position = position
-        return position
 
     async def join_waiting(self, conn: Connection, room: str) -> Position:
         """Add a resuming connection to a room without live messages yet (see
@@ -370,12 +375,13 @@ class Router:
         self.rooms.join(room, conn, waiting=True)
         self.adapter.member_joined(room, conn.sid)
         try:
-            if new:
-                return await self.adapter.subscribe(room)
-            return await self.adapter.position(room)
+            position = await (self.adapter.subscribe(room) if new
+                              else self.adapter.position(room))
         except BaseException:
             self.leave(conn, room)
             raise
+        self._update_position(room, position)
+        return position
 
     def go_live(self, conn: Connection, room: str, fence: Position | None) -> bool:
         """A connection added by :meth:`join_waiting` gets the room's live messages

@@ -127,9 +127,10 @@
  * client is disconnected are held too, and sent after the RESUME. A held publish that
  * was on the wire fails with "disconnected" (it may have been applied) instead of being
  * sent again where it could be applied twice: after a refused RESUME (a new session,
- * which does not know its publish id), or to a room whose verdict says history_off (a
- * room without history ignores publish ids; to a room it is not in, the client cannot
- * tell). At most 1,000 publishes are held at once: beyond, one on the wire fails with
+ * which does not know its publish id), or to a room whose verdict says it was not
+ * recovered (history_off: a room without history ignores publish ids; window_exceeded
+ * and the like: the first may have left the history; to a room it is not in, the client
+ * cannot tell). At most 1,000 publishes are held at once: beyond, one on the wire fails with
  * "disconnected", and a new one is rejected at once with "disconnected". Their timeouts
  * run meanwhile, and one that timed out is never sent again.
  *
@@ -570,18 +571,21 @@ export class Client {
     if (ws !== this._ws) return;
     this._session = { sid: this.sid, token: this._resumeToken };
     const verdicts = [];
-    const noHistory = new Set();
+    const unsafe = new Map(); // room -> why a publish id may not hold there
     const rejoin = [];
     for (const room of rooms) {
       const verdict = verdictOf(answer, room);
-      if (verdict.reason === "history_off") noHistory.add(room);
+      if (verdict.recovered !== true) {
+        unsafe.set(room, verdict.reason === "history_off" ? "keeps no history"
+          : `was not recovered (${verdict.reason})`);
+      }
       verdicts.push([room, verdict]);
       if (!this.rooms.has(room)) continue; // left meanwhile (its LEAVE is queued)
       if (verdict.position) this._record(room, verdict.position);
       else if (NOT_JOINED.has(verdict.reason)) this.rooms.delete(room);
       else rejoin.push(verdicts.length - 1); // the server did not join it again
     }
-    this._failResent((room) => noHistory.has(room) && `${room} keeps no history`);
+    this._failResent((room) => unsafe.has(room) && `${room} ${unsafe.get(room)}`);
     this._sending = true;
     for (const index of rejoin) {
       const [room, verdict] = verdicts[index];

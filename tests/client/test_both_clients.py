@@ -796,3 +796,41 @@ def test_an_operation_waits_wait_reconnect_then_fails(rt: Any, served: Any) -> N
             assert await client.call("echo", 2) == 2
 
     rt.run(scenario)
+
+
+def test_an_unanswered_publish_is_not_sent_again_into_a_room_not_recovered(rt: Any) -> None:
+    bus, gate = make_bus(history_size=3)
+    cuts: list[str] = []
+
+    @bus.authorize_publish
+    def cut_once(sock: Connection, room: str, event: str) -> bool:
+        if event == "pay" and not cuts:
+            cuts.append(sock.sid)
+            gate.close()  # its reconnection waits while the room's history moves on
+            sock._abort(1006, "cut", by_server=False)
+        return True
+
+    with ThreadedServer(bus) as server:
+        async def scenario(rt: Any) -> None:
+            async with within(rt, 15), rt.connect(server.url) as other, \
+                    rt.connect(server.url, reconnect=FAST) as pub:
+                await pub.join("ledger")
+                outcome: list[BaseException] = []
+
+                async def pay() -> None:
+                    try:
+                        await pub.publish("ledger", "pay", 1)
+                    except eventbus.ConnectionClosed as exc:
+                        outcome.append(exc)
+
+                async with rt.group() as start:
+                    start(pay)
+                    await until(rt, lambda: gate.waiting > 0)
+                    for n in range(5):  # the payment leaves the 3-message history
+                        await other.publish("ledger", "note", n)
+                    await in_server(rt, server, gate.release)
+                [error] = outcome
+                assert "not recovered (window_exceeded)" in str(error)
+                assert pub.recoveries["ledger"].reason == "window_exceeded"
+
+        rt.run(scenario)

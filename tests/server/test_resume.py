@@ -537,3 +537,60 @@ async def test_unavailable_history_rooms_over_the_limit_and_metrics_off() -> Non
                 await refused.send(Resume(sub.sid, "x" * 40, {}, 2))
                 answer = await refused.recv()
                 assert isinstance(answer, ErrorReply)
+
+
+@pytest.mark.parametrize("case", ["delivered-meanwhile", "new-epoch-meanwhile",
+                                  "unreadable-history"])
+async def test_what_the_node_delivers_while_a_resume_reads_history_is_not_lost(
+        case: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from eventbus.adapters import HistoryPage
+
+    bus = quick_bus(history_size=3 if case == "delivered-meanwhile" else 1000)
+    real = bus.adapter.history
+    calls = 0
+
+    async def history(room: str, epoch: str, after: int, limit: int, bounds: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        page = await real(room, epoch, after, limit, bounds)
+        if calls == 1:
+            local = bus._router.rooms.get(room)
+            assert local is not None
+            if case == "delivered-meanwhile":
+                # A message the node delivers while the reply is on its way (Redis:
+                # two connections): the waiting member skips it.
+                bus.emit("n", "meanwhile", to=room)
+            elif case == "new-epoch-meanwhile":
+                local.position = Position("new-epoch", 1)  # Redis lost the room
+            else:
+                local.position = Position(page.position.epoch, page.position.seq + 5)
+                return HistoryPage(page.position, page.first, [])
+        elif case == "unreadable-history":
+            return HistoryPage(page.position, page.first, [])
+        return page
+
+    monkeypatch.setattr(bus.adapter, "history", history)
+    with trio.fail_after(20):
+        async with bus_on(bus) as port, raw_client(port) as pub:
+            async with raw_client(port) as sub:
+                start = await join(sub, "r")
+                await cut(sub)
+            await publish_many(pub, "r", range(5 if case == "delivered-meanwhile" else 0))
+            async with raw_client(port) as again:
+                _, verdicts, _ = await resume(again, sub, {"r": start})
+                verdict = verdicts["r"]
+                assert verdict["recovered"] is False
+                if case == "delivered-meanwhile":
+                    # Told where it stands: after the one it did not get.
+                    assert verdict["reason"] == "window_exceeded"
+                    assert verdict["position"] == [start.epoch, 6]
+                    await pub.send(Publish("r", "n", "after", 1))
+                    assert isinstance(await pub.recv(), Ack)
+                    live = await again.recv()
+                    assert isinstance(live, RoomEvent)
+                    assert live.seq == 7
+                elif case == "new-epoch-meanwhile":
+                    assert verdict == {"recovered": False, "reason": "epoch_changed",
+                                       "position": ["new-epoch", 1]}
+                else:
+                    assert verdict["reason"] == "window_exceeded", "no endless re-reading"
