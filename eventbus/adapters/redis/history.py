@@ -58,18 +58,29 @@ class Histories:
         """What :meth:`~eventbus.adapters.Adapter.history` returns (coredis errors
         pass through)."""
         size, max_bytes, age_ms, _ = history_args(bounds)
-        result: Any = await self._scripts.history(
-            keys=self._keys.room_keys(room),
-            args=[secrets.token_urlsafe(6), self._room_ms, epoch, max(0, after), max(0, limit),
-                  size, max_bytes, age_ms],
-            client=client)
-        current, last, first, flat = result
         messages: list[tuple[int, Envelope]] = []
-        for n in range(0, len(flat) - 1, 2):
-            try:
-                messages.append((int(flat[n]), decode_tail(bytes(flat[n + 1]))))
-            except Undecodable as exc:
-                self._counters["undecodable"] += 1
-                self._log.warning("left out a message of room %r's history that this node"
-                                  " cannot read: %s", room, exc)
-        return HistoryPage(Position(bytes(current).decode(), int(last)), int(first), messages)
+        cursor, position, oldest = max(0, after), None, 0
+        while True:
+            wanted = max(0, limit - len(messages))
+            result: Any = await self._scripts.history(
+                keys=self._keys.room_keys(room),
+                args=[secrets.token_urlsafe(6), self._room_ms, epoch, cursor, wanted,
+                      size, max_bytes, age_ms],
+                client=client)
+            current, last, first, flat = result
+            if position is None:
+                position = Position(bytes(current).decode(), int(last))
+                oldest = int(first)
+            for n in range(0, len(flat) - 1, 2):
+                cursor = int(flat[n])
+                try:
+                    messages.append((cursor, decode_tail(bytes(flat[n + 1]))))
+                except Undecodable as exc:
+                    self._counters["undecodable"] += 1
+                    self._log.warning("left out a message of room %r's history that this"
+                                      " node cannot read: %s", room, exc)
+            # A page that came back full but holds fewer messages (some unreadable)
+            # is read on, so that a short page always means the end of the history.
+            if len(flat) // 2 < wanted or len(messages) >= limit or wanted == 0:
+                break
+        return HistoryPage(position, oldest, messages)
