@@ -90,6 +90,8 @@ class Recovery:
             raise ResumeFailed("RESUME must be the first request of a connection")
         session = self._tokens.verify(packet.sid, packet.resume_token, time.time(),
                                       self._secrets())
+        if packet.sid == conn.sid:
+            session = None  # its own session already: taking it over would close itself
         if session is None:
             if self._bus.metrics is not None:
                 self._bus.metrics.resumes["resume_failed"] += 1

@@ -279,7 +279,8 @@ async def test_a_still_open_old_connection_is_closed_with_4004() -> None:
                 assert closed.value.reason.code == 4004
 
 
-@pytest.mark.parametrize("case", ["wrong token", "another sid", "not first", "expired"])
+@pytest.mark.parametrize("case", ["wrong token", "another sid", "not first", "expired",
+                                  "its own"])
 async def test_bad_resumes_are_refused_and_join_nothing(case: str) -> None:
     bus = quick_bus()
     with trio.fail_after(20):
@@ -296,6 +297,9 @@ async def test_bad_resumes_are_refused_and_join_nothing(case: str) -> None:
                     sid = other.sid
                 elif case == "not first":
                     await join(attacker, "elsewhere", 50)
+                elif case == "its own":
+                    assert attacker.welcome is not None
+                    sid, token = attacker.sid, attacker.welcome.resume_token
                 else:
                     recovery = bus._recovery
                     old = Tokens(1.0).issue(victim.sid, victim.sid, 1_000_000.0,
