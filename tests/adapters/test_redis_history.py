@@ -372,3 +372,38 @@ async def test_a_killed_subscription_misses_nothing(
         with capsys.disabled():
             print(f"\n[client kill x3] 150 published at each kill, {stats['repaired']} read back"
                   " from history")
+
+
+async def test_a_redis_restored_from_an_older_snapshot_starts_a_new_epoch(
+    own_redis: RedisServer,
+) -> None:
+    prefix = new_prefix()
+    adapter = RedisAdapter(own_redis.url, prefix=prefix, **FAST)
+    async with serving(adapter) as [(_, node)]:
+        await adapter.subscribe("r")
+        for n in range(3):
+            await adapter.publish(Envelope("r", "e", n))
+        async with raw(own_redis) as client:
+            await client.save()  # the snapshot: the room at seq 3
+        old = [await adapter.publish(Envelope("r", "e", n)) for n in range(3, 5)][-1].position
+        await node.wait_for(delivered=5)
+        assert old.seq == 5
+        # Redis dies and comes back from the snapshot: it numbered up to 5, it now
+        # remembers 3; seqs 4 and 5 would be given out again.
+        await trio.to_thread.run_sync(own_redis.restart)
+        await until(lambda: adapter.state.value == "connected")
+        with trio.fail_after(5):
+            while True:
+                try:
+                    new = (await adapter.publish(Envelope("r", "e", "after"))).position
+                    break
+                except Unavailable:
+                    await trio.sleep(0.02)
+        assert new.epoch != old.epoch, "a new epoch: no seq of the old one given twice"
+        assert new.seq == 1
+        page = await adapter.history("r", old.epoch, 3, 10, KEEP)
+        assert page.position == new
+        assert list(page.messages) == [], "the old epoch's history is not served as the new"
+        await node.wait_for(delivered=6)
+        envelope, position = node.delivered[-1]
+        assert (envelope.data, position) == ("after", new), "delivered, not taken for a repeat"

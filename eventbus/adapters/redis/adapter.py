@@ -336,9 +336,13 @@ class RedisAdapter(Adapter):
         # bounds are the room's as this node's policy has them when it is sent.
         room = envelope.room
         bounds = self._node.history_bounds(room) if self._node is not None else None
+        # What this node was handed of the room: the script starts a new epoch if
+        # Redis numbers below it (Redis went back on acknowledged messages).
+        known = self._rooms.get(room)
+        seen = (known.epoch or "", known.seq) if known is not None else ("", 0)
         self._enqueue(Outgoing(self._keys.room(room, "c"), room_tail(envelope),
                                self._keys.room_keys(room), reply,
-                               history_args(bounds, envelope)))
+                               (*history_args(bounds, envelope), *seen)))
 
     # --- the Adapter API: messages ----------------------------------------------------
 

@@ -54,12 +54,14 @@ class Reply:
 class Outgoing:
     """A queued message: a room message for the publish script (``keys`` set: the
     room's keys; the message's tail in ``payload``; ``history``: the script's
-    history arguments) or a plain PUBLISH of ``payload`` to ``channel``."""
+    history arguments, then the epoch and last seq this node was handed in the
+    room) or a plain PUBLISH of ``payload`` to ``channel``."""
 
     __slots__ = ("channel", "history", "keys", "payload", "reply")
 
     def __init__(self, channel: str, payload: bytes, keys: list[str] | None,
-                 reply: Reply | None, history: tuple[int, int, int, str] = (0, 0, 0, "")
+                 reply: Reply | None,
+                 history: tuple[int, int, int, str, str, int] = (0, 0, 0, "", "", 0),
                  ) -> None:
         self.channel = channel
         self.payload = payload

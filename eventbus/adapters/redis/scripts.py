@@ -99,11 +99,22 @@ end
 #: one, and publishes it with its position written in. ARGV[3..5]: the room's
 #: channel, the head and the tail of the message (see :mod:`.wire`); ARGV[6..9]: the
 #: history's bounds (size, 0 when the room keeps none; bytes; age in ms) and the
-#: message's publish key (``<session>:<publish id>``, or empty). A publish key the
+#: message's publish key (``<session>:<publish id>``, or empty); ARGV[10..11] the
+#: epoch and last seq the publishing node knows of the room. A publish key the
 #: history holds already is a repeat: nothing is numbered, kept or sent. Returns
 #: the position, how many subscribers received it, whether it was kept, whether it
 #: was a repeat.
 PUBLISH = _ROOM_EPOCH + _HISTORY + b"""
+-- ARGV[10], ARGV[11]: the epoch and the last seq the publishing node was handed in
+-- the room. Redis never numbers below a seq it handed out, unless it went back on
+-- messages it had acknowledged (restored from an older snapshot, a failover to a
+-- replica that lagged): then the room starts a new epoch, so that no seq is used
+-- twice and clients that resume are told the epoch changed.
+if ARGV[10] == epoch and tonumber(redis.call('HGET', KEYS[1], 's')) < tonumber(ARGV[11]) then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'e', epoch, 's', 0, 'b', 0, 'k', 0)
+  redis.call('DEL', KEYS[2], KEYS[3])
+end
 local size = tonumber(ARGV[6])
 if size == 0 then
   local seq = redis.call('HINCRBY', KEYS[1], 's', 1)
