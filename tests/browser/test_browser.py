@@ -315,7 +315,9 @@ async def test_browser_client(
             assert outcome["welcomes"] == 1, (code, detail)
             assert _rejected(outcome["after"], "disconnected"), (code, detail)
         elif code == 1006:  # a port nothing listens on: attempt after attempt
-            assert verdicts[code] == [True, True], detail
+            # At least two, all reconnecting (a third may come before the page stops).
+            assert len(verdicts[code]) >= 2, detail
+            assert all(verdicts[code]), detail
             assert outcome["disconnects"][0]["code"] == 1006, detail
         else:
             assert verdicts[code] == [True], (code, detail)
