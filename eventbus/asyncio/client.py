@@ -31,21 +31,15 @@ from websockets.asyncio.client import connect as ws_connect
 from ..client.backoff import Backoff
 from ..client.client import subprotocols_for
 from ..client.core import (
-    Answered,
-    Direct,
-    Failed,
-    GapReport,
     LinkCore,
-    RoomDelivery,
-    ServerError,
     SessionState,
     position_from,
     read_welcome,
     reconnect_verdict,
-    route,
 )
-from ..client.handlers import Handler, answer, call_hook
+from ..client.handlers import Handler, call_hook
 from ..client.messages import Incoming, Recovery
+from ..client.shared import SharedClient
 from ..client.subscription import Subscription as _TrioSubscription
 from ..client.transport import MAX_MESSAGE_SIZE, Headers, check_url
 from ..codes import CloseCode
@@ -54,21 +48,15 @@ from ..errors import (
     ConnectionClosed,
     EventBusError,
     HandshakeRejected,
-    LocalProtocolError,
     RemoteProtocolError,
-    RequestError,
-    ResumeFailed,
 )
 from ..protocol import (
     NAME_MAX_BYTES,
     Emit,
-    ErrorReply,
     Join,
     Leave,
     Packet,
     Position,
-    Publish,
-    Resume,
     Role,
     WelcomeOptions,
     check_name,
@@ -153,6 +141,14 @@ class _Pending:
         self.future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self.position_of = position_of
 
+    def resolve(self, value: Any) -> None:
+        if not self.future.done():
+            self.future.set_result(value)
+
+    def reject(self, error: EventBusError) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+
 
 class _Link(LinkCore):
     """One connection: the core's view of it, and its asyncio I/O."""
@@ -183,14 +179,13 @@ class _Link(LinkCore):
             return False
         self.error = error
         for pending in self.pending.values():
-            if not pending.future.done():
-                pending.future.set_exception(_closed(error))
+            pending.reject(_closed(error))
         self.pending.clear()
         self.lost.set()
         return True
 
 
-class Client:
+class Client(SharedClient):
     """A connection to an eventbus server from asyncio code that survives
     reconnections: :class:`eventbus.Client`'s API and behaviour (read its
     documentation), with asyncio's conventions. Made and run by :func:`connect`.
@@ -243,7 +238,8 @@ class Client:
         self._subscriptions: list[Subscription] = []
         self._current: _Link | None = None
         self._link: _Link | None = None
-        self._changed = asyncio.Condition()
+        # Set, and replaced, whenever the link or the final state changes.
+        self._changed = asyncio.Event()
         self._started = False
         self._closing = False
         self._final: ConnectionClosed | None = None
@@ -372,25 +368,7 @@ class Client:
     async def publish(
         self, room: str, event: str, data: Any = None, *, timeout: float | None = None,
     ) -> Position | None:
-        self._check_name(room, "room")
-        self._check_name(event, "event")
-        publish_id = self.state.new_publish_id()
-        what = f"publish to {room!r}"
-        link = await self._wait_link()
-        while True:
-            make = partial(Publish, room, event, data, publish_id=publish_id)
-            try:
-                return position_from(await self._request_on(link, make, timeout, what))
-            except ConnectionClosed:
-                if self.closed:
-                    raise
-                sent_on = link
-                link = await self._wait_link()
-                why = self.state.may_send_again(room, sent_on.generation)
-                if why is not None:
-                    raise ConnectionClosed(
-                        f"the connection to {self._target} was lost before the answer to "
-                        f"{what}, and {why}: it may or may not have been applied") from None
+        return await self._publish(room, event, data, timeout)
 
     @asynccontextmanager
     async def subscribe(self, *rooms: str, buffer: int = 1000) -> AsyncIterator[Subscription]:
@@ -487,16 +465,6 @@ class Client:
             if slots is not None:
                 slots.release()
 
-    def _check_name(self, name: str, what: str) -> None:
-        options = self.options
-        limit = NAME_MAX_BYTES
-        if options is not None and 0 < options.max_name < NAME_MAX_BYTES:
-            limit = options.max_name
-        try:
-            check_name(name, what, limit, reserved_ok=False)
-        except RemoteProtocolError as exc:
-            raise LocalProtocolError(exc.message, code=exc.code) from None
-
     def _in_reader(self, link: _Link) -> bool:
         return asyncio.current_task() is link.reader
 
@@ -514,9 +482,9 @@ class Client:
                 f" wait for the reconnection (offline_limit): not queued")
         self._offline += 1
         try:
-            async with asyncio.timeout(self.wait_reconnect), self._changed:
-                await self._changed.wait_for(
-                    lambda: self._link is not None or self._final is not None)
+            async with asyncio.timeout(self.wait_reconnect):
+                while self._link is None and self._final is None:
+                    await self._changed.wait()
         except TimeoutError:
             raise ConnectionClosed(f"not connected to {self._target}: no reconnection within "
                                    f"{self.wait_reconnect:g} s") from None
@@ -527,9 +495,9 @@ class Client:
         assert self._final is not None
         raise _closed(self._final)
 
-    async def _notify_changed(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
+    def _notify_changed(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
 
     # --- closing ----------------------------------------------------------------------
 
@@ -541,22 +509,22 @@ class Client:
         link = self._current
         if link is not None and link.error is None:
             await _discard(link.ws, self.close_timeout)
-        await self._finish(ConnectionClosed(
+        self._finish(ConnectionClosed(
             f"the client closed its connection to {self._target}", close_code=CloseCode.NORMAL))
 
-    async def _finish(self, error: ConnectionClosed) -> None:
+    def _finish(self, error: ConnectionClosed) -> None:
         if self._final is None:
             self._final = error
         self._link = None
         for subscription in self._subscriptions:
             subscription._fail(error)
-        await self._notify_changed()
+        self._notify_changed()
 
-    async def _lose(self, link: _Link, error: ConnectionClosed) -> None:
+    def _lose(self, link: _Link, error: ConnectionClosed) -> None:
         if link.fail(error):
             if self._link is link:
                 self._link = None
-            await self._notify_changed()
+            self._notify_changed()
 
     # --- the supervisor -------------------------------------------------------------------
 
@@ -577,7 +545,7 @@ class Client:
                     return
                 error = exc
             if link is not None:
-                await self._lose(link, error if isinstance(error, ConnectionClosed)
+                self._lose(link, error if isinstance(error, ConnectionClosed)
                                  else ConnectionClosed(str(error)))
                 assert link.error is not None
                 error = link.error
@@ -598,7 +566,7 @@ class Client:
                          else ConnectionClosed(f"reconnecting failed; {verdict}"))
                 final.__cause__ = error
                 logger.warning("not reconnecting to %s: %s", self._target, final)
-                await self._finish(final)
+                self._finish(final)
                 return
             assert self.backoff is not None
             delay = self.backoff.delay(failures)
@@ -652,7 +620,7 @@ class Client:
                 if link.error is None:
                     self.state.link_ready(link)
                     self._link = link
-                    await self._notify_changed()
+                    self._notify_changed()
                 if not self._started:
                     self._started = True
                     started.set_result(None)
@@ -667,58 +635,6 @@ class Client:
                 watchdog.cancel()
                 link.reader.cancel()
 
-    async def _resume(self, link: _Link) -> dict[str, Recovery]:
-        state = self.state
-        rooms, positions = state.resume_positions()
-        again = [room for room in rooms if room not in positions]
-        try:
-            if state.previous is None:
-                raise ResumeFailed("no session to resume")
-            sid, token = state.previous
-            answer_ = await self._request_on(
-                link, partial(Resume, sid, token, positions), self.resume_timeout,
-                "resume the session")
-        except ConnectionClosed:
-            return {}
-        except ResumeFailed as exc:
-            logger.warning("%s did not resume the session (%s): joining the rooms again",
-                           self._target, exc.message)
-            verdicts = state.resume_refused(rooms)
-            again = rooms
-        except EventBusError as exc:
-            await self._lose(link, ConnectionClosed(f"could not resume the session: {exc}"))
-            return {}
-        else:
-            verdicts, more, left = state.resumed(answer_, positions)
-            again += more
-            for room in left:
-                with contextlib.suppress(EventBusError):
-                    await self._request_on(link, partial(Leave, room), None, f"leave {room!r}")
-        state.rejoined(verdicts, await self._rejoin(link, sorted(again)))
-        return verdicts
-
-    async def _rejoin(self, link: _Link, rooms: list[str]) -> dict[str, Position]:
-        joined: dict[str, Position] = {}
-        for room in rooms:
-            try:
-                result = await self._request_on(link, partial(Join, room), None,
-                                                f"join {room!r}", position_of=room)
-                if room not in self.state.rooms:
-                    await self._request_on(link, partial(Leave, room), None, f"leave {room!r}")
-                    continue
-                position = position_from(result)
-                if position is not None:
-                    joined[room] = position
-            except ConnectionClosed:
-                return joined
-            except RequestError as exc:
-                logger.warning("could not join %r again after reconnecting: %s", room, exc)
-                self.state.drop_room(room)
-                await call_hook(self._on_error, exc)
-            except EventBusError as exc:
-                logger.warning("could not join %r again after reconnecting: %s", room, exc)
-        return joined
-
     # --- the reader and the watchdog -----------------------------------------------------
 
     async def _read(self, link: _Link) -> None:
@@ -729,7 +645,7 @@ class Client:
             except (websockets.exceptions.ConnectionClosed, OSError) as exc:
                 error = _convert(exc, self._target)
                 assert isinstance(error, ConnectionClosed)
-                await self._lose(link, error)
+                self._lose(link, error)
                 return
             link.last_heard = loop.time()
             try:
@@ -738,66 +654,6 @@ class Client:
                 logger.warning("ignoring an invalid packet from %s: %s", self._target, exc)
                 continue
             await self._on_packet(link, packet)
-
-    async def _on_packet(self, link: _Link, packet: Packet) -> None:
-        routed = route(self.state, link, packet, ready=self._link is link)
-        if isinstance(routed, RoomDelivery):
-            incoming = routed.incoming
-            for subscription in self._subscriptions:
-                if incoming.room in subscription.rooms:
-                    subscription._push(incoming)
-            handler = self._handlers.get(incoming.event)
-            if handler is not None:
-                await self._notify(handler, incoming)
-        elif isinstance(routed, Answered):
-            pending = link.pending.get(routed.ack_id)
-            if pending is not None and not pending.future.done():
-                pending.future.set_result(routed.data)
-                position = position_from(routed.data)
-                if pending.position_of is not None and position is not None:
-                    self.state.record_position(pending.position_of, position)
-        elif isinstance(routed, Failed):
-            pending = link.pending.get(routed.ack_id)
-            if pending is not None and not pending.future.done():
-                pending.future.set_exception(routed.error)
-        elif isinstance(routed, ServerError):
-            if not await call_hook(self._on_error, routed.error):
-                logger.warning("%s reported an error: %s", self._target, routed.error)
-        elif isinstance(routed, Direct):
-            await self._on_event(link, routed)
-        elif isinstance(routed, GapReport):
-            for subscription in self._subscriptions:
-                if routed.room in subscription.rooms:
-                    subscription.missed += routed.count
-            if not await call_hook(self._on_gap, routed.room, routed.count):
-                where = f"room {routed.room!r}" if routed.room is not None else "direct events"
-                logger.warning("%s dropped %d messages for this client (%s)", self._target,
-                               routed.count, where)
-        elif routed.why.startswith("an unexpected"):
-            logger.warning("ignoring %s from %s", routed.why, self._target)
-
-    async def _on_event(self, link: _Link, routed: Direct) -> None:
-        incoming = routed.incoming
-        handler = self._handlers.get(incoming.event)
-        if routed.ack_id is None:
-            if handler is not None:
-                await self._notify(handler, incoming)
-            return
-        reply = await answer(handler, incoming, routed.ack_id)
-        try:
-            payload = link.encode(reply)
-        except LocalProtocolError as exc:
-            logger.warning("the answer to server call %r cannot be sent: %s", incoming.event,
-                           exc)
-            payload = link.encode(ErrorReply(routed.ack_id, exc.code, exc.message[:1024]))
-        with contextlib.suppress(ConnectionClosed):  # the next read reports the loss
-            await link.send(payload)
-
-    async def _notify(self, handler: Handler, incoming: Incoming) -> None:
-        try:
-            await handler.run(incoming)
-        except Exception:
-            logger.exception("handler for event %r failed", incoming.event)
 
     async def _watch(self, link: _Link) -> None:
         """Ping after ``ping_interval`` of silence; no pong within ``ping_timeout``
@@ -822,7 +678,7 @@ class Client:
                 pass
             except (websockets.exceptions.ConnectionClosed, OSError):
                 return  # the reader reports it
-            await self._lose(link, ConnectionClosed(
+            self._lose(link, ConnectionClosed(
                 f"{self._target} was silent for {interval + timeout:g} s (ping_interval + "
                 "ping_timeout): the connection is dead", close_code=1006))
             return

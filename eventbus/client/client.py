@@ -19,7 +19,7 @@ import trio
 import trio_websocket
 
 from ..codes import CloseCode
-from ..errors import ConnectionClosed, EventBusError, LocalProtocolError, RemoteProtocolError
+from ..errors import ConnectionClosed, EventBusError, RemoteProtocolError
 from ..protocol import (
     JSON_SUBPROTOCOL,
     MSGPACK_SUBPROTOCOL,
@@ -29,7 +29,6 @@ from ..protocol import (
     Leave,
     Packet,
     Position,
-    Publish,
     WelcomeOptions,
     check_name,
 )
@@ -318,25 +317,7 @@ class Client(Session):
             Forbidden: the server does not let this client publish there.
             CallTimeout, ConnectionClosed, LocalProtocolError: as for :meth:`call`.
         """
-        self._check_name(room, "room")
-        self._check_name(event, "event")
-        publish_id = self.state.new_publish_id()
-        what = f"publish to {room!r}"
-        link = await self._wait_link()
-        while True:
-            make = partial(Publish, room, event, data, publish_id=publish_id)
-            try:
-                return position_from(await self._request_on(link, make, timeout, what))
-            except ConnectionClosed:
-                if self.closed:
-                    raise
-                sent_on = link
-                link = await self._wait_link()
-                why = self.state.may_send_again(room, sent_on.generation)
-                if why is not None:
-                    raise ConnectionClosed(
-                        f"the connection to {self._target} was lost before the answer to "
-                        f"{what}, and {why}: it may or may not have been applied") from None
+        return await self._publish(room, event, data, timeout)
 
     @asynccontextmanager
     async def subscribe(self, *rooms: str, buffer: int = 1000) -> AsyncIterator[Subscription]:
@@ -408,16 +389,6 @@ class Client(Session):
     ) -> Any:
         link = await self._wait_link()
         return await self._request_on(link, make, timeout, what, position_of=position_of)
-
-    def _check_name(self, name: str, what: str) -> None:
-        options = self.options
-        limit = NAME_MAX_BYTES
-        if options is not None and 0 < options.max_name < NAME_MAX_BYTES:
-            limit = options.max_name
-        try:
-            check_name(name, what, limit, reserved_ok=False)
-        except RemoteProtocolError as exc:
-            raise LocalProtocolError(exc.message, code=exc.code) from None
 
     # --- closing ------------------------------------------------------------------------
 

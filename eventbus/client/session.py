@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping
-from contextlib import suppress
-from functools import partial
 from types import MappingProxyType
 from typing import Any
 
@@ -26,20 +24,11 @@ import trio_websocket
 from ..errors import (
     CallTimeout,
     ConnectionClosed,
-    EventBusError,
     HandshakeRejected,
-    LocalProtocolError,
     RemoteProtocolError,
-    RequestError,
-    ResumeFailed,
 )
 from ..protocol import (
-    ErrorReply,
-    Join,
-    Leave,
     Packet,
-    Position,
-    Resume,
     Role,
     Welcome,
     codec_for_subprotocol,
@@ -47,21 +36,15 @@ from ..protocol import (
 from .backoff import Backoff
 from .core import (
     NO_RECONNECT_CLOSE_CODES,
-    Answered,
-    Direct,
-    Failed,
-    GapReport,
-    RoomDelivery,
-    ServerError,
     SessionState,
     position_from,
     read_welcome,
     reconnect_verdict,
-    route,
 )
-from .handlers import Handler, answer, call_hook
+from .handlers import Handler, call_hook
 from .link import Link, Pending, closed_copy
-from .messages import Incoming, Recovery
+from .messages import Recovery
+from .shared import SharedClient
 from .subscription import Subscription
 from .transport import Opener, map_exceptions
 
@@ -69,7 +52,7 @@ __all__ = ["NO_RECONNECT_CLOSE_CODES", "Session", "position_from"]
 
 logger = logging.getLogger("eventbus.client")
 
-class Session:
+class Session(SharedClient):
     """The state and tasks of a client across its connections; the public API is
     :class:`~.client.Client`, which adds the requests and registrations."""
 
@@ -140,7 +123,8 @@ class Session:
 
         Args:
             position_of: The room whose position the ACK carries; the reader records
-                it (see :meth:`_record_position`).
+                it when it reads the ACK, in order with the room's events (recording
+                when the requester wakes up could overwrite a later ROOM_EVENT).
         """
         if self._in_reader(link):
             raise RuntimeError(
@@ -178,13 +162,6 @@ class Session:
         if pending.error is not None:
             raise pending.error
         return pending.value
-
-    def _record_position(self, room: str, position: Position) -> None:
-        """Record ``position`` as the last one seen in ``room``. Only the reader calls
-        this, as it reads ROOM_EVENTs and the ACKs of JOIN: recording when the
-        requester wakes up instead could overwrite a later ROOM_EVENT the reader got
-        to first (see :meth:`SessionState.record_position`)."""
-        self.state.record_position(room, position)
 
     def _in_reader(self, link: Link) -> bool:
         return trio.lowlevel.current_task() is link.reader
@@ -323,66 +300,6 @@ class Session:
                         await call_hook(self._on_resume, MappingProxyType(verdicts))
                     await call_hook(self._on_reconnect)
 
-    async def _resume(self, link: Link) -> dict[str, Recovery]:
-        """Continue the session on a new connection: RESUME with the last position
-        of each room, which the server replays from (PROTOCOL.md section 9); the
-        rooms it cannot resume, and every room when it refuses the RESUME, are
-        joined again. Returns each room's verdict (for the ``on_resume`` hook)."""
-        state = self.state
-        rooms, positions = state.resume_positions()
-        again = [room for room in rooms if room not in positions]
-        try:
-            if state.previous is None:
-                raise ResumeFailed("no session to resume")
-            sid, token = state.previous
-            answer = await self._request_on(
-                link, partial(Resume, sid, token, positions), self.resume_timeout,
-                "resume the session")
-        except ConnectionClosed:
-            return {}
-        except ResumeFailed as exc:
-            logger.warning("%s did not resume the session (%s): joining the rooms again",
-                           self._target, exc.message)
-            verdicts = state.resume_refused(rooms)
-            again = rooms
-        except EventBusError as exc:
-            # Without its answer the seam is unknown: start again on a new connection.
-            self._lose(link, ConnectionClosed(f"could not resume the session: {exc}"))
-            return {}
-        else:
-            verdicts, more, left = state.resumed(answer, positions)
-            again += more
-            for room in left:
-                with suppress(EventBusError):
-                    await self._request_on(link, partial(Leave, room), None, f"leave {room!r}")
-        state.rejoined(verdicts, await self._rejoin(link, sorted(again)))
-        return verdicts
-
-    async def _rejoin(self, link: Link, rooms: list[str]) -> dict[str, Position]:
-        """Join rooms again on a new connection (those a RESUME did not give back);
-        returns where each joined room stands."""
-        joined: dict[str, Position] = {}
-        for room in rooms:
-            try:
-                answer = await self._request_on(link, partial(Join, room), None,
-                                                f"join {room!r}", position_of=room)
-                if room not in self.rooms:  # left while the join was on its way
-                    await self._request_on(link, partial(Leave, room), None, f"leave {room!r}")
-                    continue
-                position = position_from(answer)
-                if position is not None:
-                    joined[room] = position
-            except ConnectionClosed:
-                return joined
-            except RequestError as exc:
-                logger.warning("could not join %r again after reconnecting: %s", room, exc)
-                self.state.drop_room(room)
-                await call_hook(self._on_error, exc)
-                continue
-            except EventBusError as exc:  # CallTimeout: keep the room for next time
-                logger.warning("could not join %r again after reconnecting: %s", room, exc)
-        return joined
-
     # --- the reader ---------------------------------------------------------------------
 
     async def _read(self, link: Link, task_status: trio.TaskStatus[None]) -> None:
@@ -401,69 +318,6 @@ class Session:
                 await self._on_packet(link, packet)
         except ConnectionClosed as exc:
             self._lose(link, exc)
-
-    async def _on_packet(self, link: Link, packet: Packet) -> None:
-        routed = route(self.state, link, packet, ready=self._link is link)
-        if isinstance(routed, RoomDelivery):
-            incoming = routed.incoming
-            for subscription in self._subscriptions:
-                if incoming.room in subscription.rooms:
-                    subscription._push(incoming)
-            handler = self._handlers.get(incoming.event)
-            if handler is not None:
-                await self._notify(handler, incoming)
-        elif isinstance(routed, Answered):
-            pending = link.pending.get(routed.ack_id)
-            if pending is not None:  # else: a late answer to a request that timed out
-                pending.resolve(routed.data)
-                position = position_from(routed.data)
-                if pending.position_of is not None and position is not None:
-                    self._record_position(pending.position_of, position)
-        elif isinstance(routed, Failed):
-            pending = link.pending.get(routed.ack_id)
-            if pending is not None:
-                pending.reject(routed.error)
-        elif isinstance(routed, ServerError):
-            if not await call_hook(self._on_error, routed.error):
-                logger.warning("%s reported an error: %s", self._target, routed.error)
-        elif isinstance(routed, Direct):
-            await self._on_event(link, routed)
-        elif isinstance(routed, GapReport):
-            await self._report_gap(routed)
-        elif routed.why.startswith("an unexpected"):
-            logger.warning("ignoring %s from %s", routed.why, self._target)
-
-    async def _on_event(self, link: Link, routed: Direct) -> None:
-        incoming = routed.incoming
-        handler = self._handlers.get(incoming.event)
-        if routed.ack_id is None:
-            if handler is not None:
-                await self._notify(handler, incoming)
-            return
-        reply = await answer(handler, incoming, routed.ack_id)
-        try:
-            payload = link.encode(reply)
-        except LocalProtocolError as exc:
-            logger.warning("the answer to server call %r cannot be sent: %s", incoming.event,
-                           exc)
-            payload = link.encode(ErrorReply(routed.ack_id, exc.code, exc.message[:1024]))
-        with suppress(ConnectionClosed):  # the next read reports the loss
-            await link.send(payload)
-
-    async def _notify(self, handler: Handler, incoming: Incoming) -> None:
-        try:
-            await handler.run(incoming)
-        except Exception:
-            logger.exception("handler for event %r failed", incoming.event)
-
-    async def _report_gap(self, gap: GapReport) -> None:
-        for subscription in self._subscriptions:
-            if gap.room in subscription.rooms:
-                subscription.missed += gap.count
-        if not await call_hook(self._on_gap, gap.room, gap.count):
-            where = f"room {gap.room!r}" if gap.room is not None else "direct events"
-            logger.warning("%s dropped %d messages for this client (%s)", self._target,
-                           gap.count, where)
 
     # --- the watchdog -------------------------------------------------------------------
 
